@@ -1,0 +1,224 @@
+"""Settings: one model, read from a TOML file and overridden by CONNECTOR_* environment variables.
+
+Precedence (highest first): environment variables (`CONNECTOR_REDIS__URL`, nested with `__`),
+then the TOML file (`--config FILE` or `CONNECTOR_CONFIG`), then the defaults below.
+Nothing here runs at import time; the CLI calls `load_settings()` once and passes the result down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connector.errors import ConfigError
+
+CONFIG_ENV = "CONNECTOR_CONFIG"
+ENV_PREFIX = "CONNECTOR_"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+_INDEX = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+IndexType = Literal["tag", "numeric", "text"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSettings(_Section):
+    """Where the source database is and how the connector reads its changes."""
+
+    dsn: SecretStr = SecretStr("postgresql://connector@localhost:5432/app")
+    slot: str = "connector"
+    sslmode: str | None = None
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    connect_timeout_s: int = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _check_slot(self) -> PostgresSettings:
+        if not _SLOT.match(self.slot):
+            raise ValueError(
+                f"slot {self.slot!r} is not a valid replication slot name: use 1-63 characters "
+                "from a-z, 0-9 and _"
+            )
+        return self
+
+
+class RedisSettings(_Section):
+    """The Redis Stack (or Redis 8) server that holds the vector index."""
+
+    url: SecretStr = SecretStr("redis://localhost:6379/0")
+    # Wait for the append-only file to be fsynced before confirming an LSN to Postgres.
+    wait_aof: bool = True
+    wait_aof_timeout_ms: int = Field(default=5_000, gt=0)
+
+
+class EmbeddingSettings(_Section):
+    """Which model turns chunk text into vectors."""
+
+    provider: Literal["hashing", "openai", "local"] = "hashing"
+    model: str = "text-embedding-3-small"
+    dimensions: int = Field(default=384, gt=0, le=8192)
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    batch_size: int = Field(default=128, gt=0, le=2048)
+    max_batch_tokens: int = Field(default=250_000, gt=0)
+    max_concurrency: int = Field(default=4, gt=0, le=64)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class TableSettings(_Section):
+    """One content table: which columns are text to embed and which are filterable metadata."""
+
+    name: str
+    index: str | None = None
+    key: list[str] | None = None
+    content: list[str]
+    metadata: dict[str, IndexType] = Field(default_factory=dict)
+    chunk_tokens: int = Field(default=256, gt=8, le=8192)
+    chunk_overlap: int = Field(default=32, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TableSettings:
+        schema, table = self.schema_and_table
+        for part in (schema, table, *self.content, *self.metadata, *(self.key or [])):
+            if not _IDENTIFIER.match(part):
+                raise ValueError(f"{part!r} is not a plain SQL identifier (letters, digits, _)")
+        if not self.content:
+            raise ValueError("content must name at least one text column")
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                f"({self.chunk_tokens})"
+            )
+        if self.index is not None and not _INDEX.match(self.index):
+            raise ValueError(f"index {self.index!r}: use letters, digits, _ and - only")
+        return self
+
+    @property
+    def schema_and_table(self) -> tuple[str, str]:
+        schema, _, table = self.name.rpartition(".")
+        return (schema or "public", table)
+
+    @property
+    def qualified_name(self) -> str:
+        """`schema.table`, the way wal2json names the table."""
+        schema, table = self.schema_and_table
+        return f"{schema}.{table}"
+
+    @property
+    def index_name(self) -> str:
+        return self.index or self.schema_and_table[1]
+
+
+class PipelineSettings(_Section):
+    """How changes are grouped into atomic Redis writes."""
+
+    batch_max_rows: int = Field(default=2_000, gt=0)
+    batch_max_wait_ms: int = Field(default=5, ge=0)
+    queue_max_changes: int = Field(default=20_000, gt=0)
+    tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    deadletter_max: int = Field(default=10_000, gt=0)
+    status_interval_s: float = Field(default=10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything the connector can be told. See `config.example.toml` for each setting."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    tables: list[TableSettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment must win over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_tables(self) -> Settings:
+        seen: set[str] = set()
+        for table in self.tables:
+            if table.qualified_name in seen:
+                raise ValueError(f"table {table.qualified_name} is configured twice")
+            seen.add(table.qualified_name)
+        return self
+
+    def table(self, qualified_name: str) -> TableSettings:
+        for table in self.tables:
+            if table.qualified_name == qualified_name:
+                return table
+        raise ConfigError(f"table {qualified_name} is not configured ([[tables]] name = ...)")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, require_tables: bool = True
+) -> Settings:
+    """Load settings from `path` (or $CONNECTOR_CONFIG) plus the environment.
+
+    Raises ConfigError with one line per problem, each naming the setting, its environment
+    variable, and what is wrong.
+    """
+    file = path or os.environ.get(CONFIG_ENV)
+    data = _read_toml(Path(file)) if file else {}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, file)) from None
+    if require_tables and not settings.tables:
+        where = f"in {file}" if file else f"(no config file: pass --config or set {CONFIG_ENV})"
+        raise ConfigError(
+            f"no tables configured {where}: add a [[tables]] section with name and content, "
+            "as config.example.toml shows"
+        )
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (--config / {CONFIG_ENV})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _explain(exc: ValidationError, file: str | os.PathLike[str] | None) -> str:
+    source = f" in {file}" if file else ""
+    lines = [f"invalid configuration{source}:"]
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        setting = ".".join(loc) or "(root)"
+        env = ENV_PREFIX + "__".join(p for p in loc if not p.isdigit()).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "this setting is required"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling against config.example.toml)"
+        lines.append(f"  {setting}: {message}  [env {env}]")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Apply the SQL files of `migrations/` in order, each once (recorded in `connector_migrations`)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from connector.errors import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS connector_migrations (
+    name       text PRIMARY KEY,
+    sha256     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    applied: list[str]
+    skipped: list[str]
+
+
+def migration_files(folder: Path = MIGRATIONS_DIR) -> list[Path]:
+    if not folder.is_dir():
+        raise ConfigError(f"migrations folder {folder} does not exist (pass --dir)")
+    return sorted(folder.glob("*.sql"))
+
+
+def apply_migrations(dsn: str, folder: Path = MIGRATIONS_DIR) -> MigrationResult:
+    """Apply every not-yet-applied migration, each in its own transaction."""
+    applied: list[str] = []
+    skipped: list[str] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('connector_migrations'))")
+        conn.execute(_LEDGER)
+        for path in migration_files(folder):
+            sql = path.read_text()
+            digest = hashlib.sha256(sql.encode()).hexdigest()
+            row = conn.execute(
+                "SELECT sha256 FROM connector_migrations WHERE name = %s", [path.name]
+            ).fetchone()
+            if row:
+                skipped.append(path.name)
+                continue
+            with conn.transaction():
+                conn.execute(sql.encode())
+                conn.execute(
+                    "INSERT INTO connector_migrations (name, sha256) VALUES (%s, %s)",
+                    [path.name, digest],
+                )
+            applied.append(path.name)
+        conn.execute("SELECT pg_advisory_unlock(hashtext('connector_migrations'))")
+    return MigrationResult(applied, skipped)

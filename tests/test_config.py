@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+
+from connector.config import load_settings
+from connector.errors import ConfigError
+
+GOOD = """
+[postgres]
+dsn = "postgresql://connector:s3cret@db:5432/app"
+slot = "my_slot"
+
+[redis]
+url = "redis://cache:6379/0"
+
+[embedding]
+provider = "hashing"
+dimensions = 256
+
+[[tables]]
+name = "public.documents"
+content = ["title", "body"]
+metadata = { source = "tag", updated_at = "numeric" }
+chunk_tokens = 128
+chunk_overlap = 16
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "connector.toml"
+    path.write_text(text)
+    return path
+
+
+def test_loads_toml(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.postgres.slot == "my_slot"
+    assert settings.embedding.dimensions == 256
+    table = settings.tables[0]
+    assert table.qualified_name == "public.documents"
+    assert table.index_name == "documents"
+    assert table.metadata == {"source": "tag", "updated_at": "numeric"}
+    # Secrets do not print.
+    assert "s3cret" not in repr(settings)
+    assert "s3cret" not in str(settings.model_dump())
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECTOR_REDIS__URL", "redis://other:6380/0")
+    monkeypatch.setenv("CONNECTOR_EMBEDDING__DIMENSIONS", "512")
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.redis.url.get_secret_value() == "redis://other:6380/0"
+    assert settings.embedding.dimensions == 512
+    assert settings.postgres.slot == "my_slot"  # untouched values still come from the file
+
+
+def test_config_env_variable_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECTOR_CONFIG", str(write(tmp_path, GOOD)))
+    assert load_settings().postgres.slot == "my_slot"
+
+
+def test_wrong_type_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECTOR_EMBEDDING__DIMENSIONS", "many")
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, GOOD))
+    assert "embedding.dimensions" in str(err.value)
+    assert "CONNECTOR_EMBEDDING__DIMENSIONS" in str(err.value)
+
+
+def test_missing_required_setting_is_named(tmp_path: Path) -> None:
+    text = GOOD.replace('content = ["title", "body"]\n', "")
+    with pytest.raises(ConfigError, match=r"tables\.0\.content: this setting is required"):
+        load_settings(write(tmp_path, text))
+
+
+def test_bad_values_explain_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"chunk_overlap .* must be smaller"):
+        load_settings(write(tmp_path, GOOD.replace("chunk_overlap = 16", "chunk_overlap = 500")))
+    with pytest.raises(ConfigError, match="valid replication slot name"):
+        load_settings(write(tmp_path, GOOD.replace("my_slot", "My-Slot")))
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings(write(tmp_path, GOOD + "\n[postgres2]\nx = 1\n"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[postgres"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_no_tables_is_an_error_that_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"add a \[\[tables\]\] section"):
+        load_settings(write(tmp_path, "[postgres]\nslot = 'x'\n"))
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    settings = load_settings(example)
+    assert settings.tables
