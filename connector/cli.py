@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from connector.errors import ConnectorError
+from connector.errors import ConfigError, ConnectorError
+from connector.query import FilterValue
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -56,6 +57,79 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from connector.config import load_settings
+    from connector.embeddings import make_embedder
+    from connector.pipeline import Connector
+
+    settings = load_settings(args.config)
+    connector = Connector(settings, make_embedder(settings.embedding))
+
+    def _stop(signum: int, _frame: object) -> None:
+        logging.getLogger("connector").info("%s: stopping", signal.Signals(signum).name)
+        connector.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    connector.run()
+    return 0
+
+
+def parse_filters(items: Sequence[str], fields: dict[str, str]) -> dict[str, FilterValue]:
+    """`field=value`; numeric fields take `N` or a range `LOW..HIGH` (either side may be empty);
+    tag fields take `a|b` for any of several values."""
+    filters: dict[str, FilterValue] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--filter {item!r}: use field=value")
+        kind = fields.get(name)
+        if kind == "numeric" and ".." in value:
+            low, _, high = value.partition("..")
+            filters[name] = (float(low) if low else None, float(high) if high else None)
+        elif kind == "numeric":
+            filters[name] = float(value)
+        elif kind == "tag" and "|" in value:
+            filters[name] = value.split("|")
+        else:
+            filters[name] = value
+    return filters
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from connector.config import load_settings
+    from connector.query import searcher
+
+    settings = load_settings(args.config)
+    found = searcher(settings, args.index)
+    filters = parse_filters(args.filter or [], found.spec.fields)
+    hits = found.search(args.text, args.k, filters, args.min_lsn, args.hybrid, args.timeout)
+    if args.json:
+        print(json.dumps([asdict(hit) for hit in hits], indent=2, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        key = ",".join(hit.key)
+        snippet = " ".join(hit.content.split())[:160]
+        print(f"{rank:>2}. {hit.score:.3f}  {hit.table} [{key}] chunk {hit.chunk}")
+        print(f"    {snippet}")
+        if hit.metadata:
+            print("    " + "  ".join(f"{k}={v}" for k, v in hit.metadata.items()))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from connector.demo import run_demo
+
+    return run_demo(Path(args.dir), args.limit)
+
+
 def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev = sub.add_parser("dev", help="throwaway Postgres + Redis Stack for trying things out")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
@@ -81,6 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--dsn", help="admin DSN (default: postgres.dsn from the settings)")
     migrate.add_argument("--dir", help="migrations folder (default: the project's migrations/)")
     migrate.set_defaults(handler=_cmd_migrate)
+
+    run = sub.add_parser("run", help="run the connector (the daemon) until SIGTERM/SIGINT")
+    _add_config(run)
+    run.set_defaults(handler=_cmd_run)
+
+    search = sub.add_parser("search", help="search the synced index")
+    _add_config(search)
+    search.add_argument("text")
+    search.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    search.add_argument(
+        "--filter",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="metadata filter; numeric: N or LOW..HIGH; tag: a|b; repeatable",
+    )
+    search.add_argument("--index", help="index to search (default: the first table's)")
+    search.add_argument("--min-lsn", help="first wait until the index has applied this LSN")
+    search.add_argument("--hybrid", action="store_true", help="fuse full-text and vector ranks")
+    search.add_argument("--timeout", type=float, default=5.0, help="--min-lsn wait bound (s)")
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.set_defaults(handler=_cmd_search)
+
+    demo = sub.add_parser("demo", help="throwaway services + a real corpus + the daemon")
+    demo.add_argument("--dir", default=".dev", help="folder for the services (default: .dev)")
+    demo.add_argument("--limit", type=int, default=10_000, help="documents to load")
+    demo.set_defaults(handler=_cmd_demo)
 
     _dev_parser(sub)
     return parser

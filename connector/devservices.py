@@ -118,9 +118,17 @@ class PostgresServer:
         if (self.datadir / "PG_VERSION").exists():
             return
         done = self._run(
-            str(bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
-        )  # fmt: skip
+            str(bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
         if done.returncode != 0:
             raise ServiceError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
         with (self.datadir / "postgresql.conf").open("a") as conf:
@@ -140,9 +148,18 @@ class PostgresServer:
 
     def start(self) -> None:
         done = self._run(
-            str(postgres_bindir() / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-            "-o", f"-p {self.port}", "-w", "-t", "60", "start",
-        )  # fmt: skip
+            str(postgres_bindir() / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            f"-p {self.port}",
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         if done.returncode != 0:
             tail = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
             raise ServiceError(f"postgres did not start: {done.stderr.strip()}\n{tail}")
@@ -218,14 +235,34 @@ class RedisStackServer:
         if libpath:
             env["LD_LIBRARY_PATH"] = ":".join(filter(None, [libpath, env.get("LD_LIBRARY_PATH")]))
         args = [
-            str(server), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.root), "--logfile", str(self.logfile),
-            "--appendonly", "yes", "--appendfsync", self.appendfsync,
-            "--save", "", "--protected-mode", "no", "--daemonize", "no",
-            "--loadmodule", str(home / "lib" / "redisearch.so"),
-            "MAXSEARCHRESULTS", "100000", "MAXAGGREGATERESULTS", "100000",
-            "--loadmodule", str(home / "lib" / "rejson.so"),
-        ]  # fmt: skip
+            str(server),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.root),
+            "--logfile",
+            str(self.logfile),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--loadmodule",
+            str(home / "lib" / "redisearch.so"),
+            "MAXSEARCHRESULTS",
+            "100000",
+            "MAXAGGREGATERESULTS",
+            "100000",
+            "--loadmodule",
+            str(home / "lib" / "rejson.so"),
+        ]
         return args, env
 
     def start(self) -> None:
@@ -234,9 +271,13 @@ class RedisStackServer:
             self.port = free_port()
         args, env = self.command()
         self.process = subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         _wait_for_port(self.port, 30, "redis-server", self.logfile)
 
     def stop(self) -> None:

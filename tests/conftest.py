@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import redis
 from psycopg import sql
 
+from connector.config import Settings
 from connector.devservices import PostgresServer, RedisStackServer
 from connector.migrate import apply_migrations
 
@@ -96,3 +99,89 @@ def redis_url(services: Services) -> Iterator[str]:
     yield services.redis_url
     client.flushall()
     client.close()
+
+
+# --------------------------------------------------------------------------- the connector
+
+
+DOCUMENTS = {
+    "name": "public.documents",
+    "index": "documents",
+    "content": ["title", "body"],
+    "metadata": {"source": "tag", "tags": "tag", "updated_at": "numeric"},
+    "chunk_tokens": 64,
+    "chunk_overlap": 8,
+}
+
+
+def make_settings(
+    pg_dsn: str,
+    redis_url: str,
+    tables: list[dict[str, object]] | None = None,
+    **sections: dict[str, object],
+) -> Settings:
+    """Settings for a test: the given services, the hashing embedder, short batch windows."""
+    data: dict[str, object] = {
+        "postgres": {"dsn": pg_dsn, "slot": "test_slot"},
+        "redis": {"url": redis_url},
+        "embedding": {"provider": "hashing", "dimensions": 256},
+        "pipeline": {"batch_max_wait_ms": 2},
+        "tables": tables if tables is not None else [DOCUMENTS],
+    }
+    for name, values in sections.items():
+        merged = dict(data.get(name, {}))  # type: ignore[call-overload]
+        merged.update(values)
+        data[name] = merged
+    return Settings(**data)  # type: ignore[arg-type]
+
+
+class RunningConnector:
+    """A Connector running in a thread of the test process, stopped at the end of the test."""
+
+    def __init__(self, settings: Settings) -> None:
+        from connector.embeddings import make_embedder
+        from connector.pipeline import Connector
+
+        self.settings = settings
+        self.embedder = make_embedder(settings.embedding)
+        self.connector = Connector(settings, self.embedder)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.connector.run()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def start(self, timeout_s: float = 60) -> RunningConnector:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.connector.ready.wait(0.05):
+            if self.errors:
+                raise self.errors[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError("connector did not become ready")
+        return self
+
+    def stop(self) -> None:
+        self.connector.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "connector did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def run_connector() -> Iterator[Callable[[Settings], RunningConnector]]:
+    started: list[RunningConnector] = []
+
+    def start(settings: Settings) -> RunningConnector:
+        running = RunningConnector(settings).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()

@@ -1,0 +1,193 @@
+"""`connector demo`: throwaway services, a real corpus, the daemon, and searches that follow edits.
+
+The corpus is the docstrings of the Python standard library on this machine (read with `ast`,
+nothing imported, nothing downloaded): thousands of real texts.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+from connector.config import Settings, load_settings
+from connector.devservices import DevServices
+from connector.migrate import apply_migrations
+from connector.query import Searcher, searcher
+
+_SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo"}
+
+
+def stdlib_docstrings(limit: int) -> Iterator[tuple[str, str, str]]:
+    """(title, body, source) for documented modules, classes and functions of the stdlib."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    count = 0
+    for path in sorted(root.rglob("*.py")):
+        if _SKIP_DIRS & set(path.relative_to(root).parts):
+            continue
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for title, doc in _documented(tree, module):
+            if len(doc) >= 120:
+                yield title, doc, module.split(".")[0]
+                count += 1
+                if count >= limit:
+                    return
+
+
+def _documented(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]:
+    doc = ast.get_docstring(tree)
+    if doc:
+        yield module, doc
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node)
+            if doc and not node.name.startswith("_"):
+                yield f"{module}.{node.name}", doc
+
+
+def _config(folder: Path, dsn: str, url: str) -> Path:
+    path = folder / "connector.toml"
+    path.write_text(
+        f"""# written by `connector demo`
+[postgres]
+dsn = "{dsn}"
+slot = "demo"
+
+[redis]
+url = "{url}"
+
+[embedding]
+provider = "hashing"
+dimensions = 384
+
+[[tables]]
+name = "public.documents"
+index = "documents"
+content = ["title", "body"]
+metadata = {{ source = "tag", updated_at = "numeric", title = "text" }}
+chunk_tokens = 256
+chunk_overlap = 32
+"""
+    )
+    return path
+
+
+def _services(folder: Path) -> dict[str, str]:
+    services = DevServices.in_folder(folder)
+    if services.state_file.exists():
+        services.down()  # a previous demo's services: start clean ones
+    return services.up("app")
+
+
+def _load(dsn: str, limit: int) -> int:
+    rows = list(stdlib_docstrings(limit))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE documents RESTART IDENTITY")
+        with conn.cursor().copy("COPY documents (title, body, source) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
+
+
+def _start_daemon(folder: Path, config: Path) -> int:
+    log = (folder / "connector.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (folder / "connector.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def _current_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    return str(row[0]) if row else "0/0"
+
+
+def _show(found: Searcher, question: str) -> None:
+    print(f'\nsearch("{question}")')
+    for hit in found.search(question, k=3):
+        snippet = " ".join(hit.content.split())[:100]
+        print(f"  {hit.score:.3f}  [{hit.metadata.get('title', '')}]  {snippet}")
+
+
+def _follow_edits(settings: Settings, dsn: str) -> None:
+    found = searcher(settings)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT id FROM documents WHERE title = 'json.dumps'").fetchone()
+        target = int(str(row[0])) if row else 1
+        started = time.monotonic()
+        conn.execute(
+            "UPDATE documents SET body = 'Quokkas are small marsupials that live on Rottnest "
+            "Island and appear to smile.', updated_at = now() WHERE id = %s",
+            [target],
+        )
+        lsn = _current_lsn(conn)
+        while not [
+            h for h in found.search("quokka marsupial smile", k=1) if h.key == (str(target),)
+        ]:
+            time.sleep(0.001)
+        elapsed_ms = 1000 * (time.monotonic() - started)
+        print(f"\nUPDATE of row {target} searchable after {elapsed_ms:.1f} ms (commit LSN {lsn})")
+        started = time.monotonic()
+        conn.execute("DELETE FROM documents WHERE id = %s", [target])
+        while [h for h in found.search("quokka marsupial smile", k=1) if h.key == (str(target),)]:
+            time.sleep(0.001)
+        print(
+            f"DELETE of row {target} gone from search after "
+            f"{1000 * (time.monotonic() - started):.1f} ms"
+        )
+
+
+def run_demo(folder: Path, limit: int) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    pid_file = folder / "connector.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    print("starting throwaway Postgres (wal2json) and Redis Stack ...")
+    state = _services(folder)
+    apply_migrations(state["postgres_dsn"])
+    config = _config(folder, state["postgres_dsn"], state["redis_url"])
+    settings = load_settings(config)
+    loaded = _load(state["postgres_dsn"], limit)
+    print(f"loaded {loaded} standard-library docstrings into documents")
+    started = time.monotonic()
+    pid = _start_daemon(folder, config)
+    found = searcher(settings)
+    with psycopg.connect(state["postgres_dsn"], autocommit=True) as conn:
+        lsn = _current_lsn(conn)
+    found.wait_for(lsn, timeout_s=600)
+    print(f"connector (pid {pid}) indexed them in {time.monotonic() - started:.1f}s")
+    for question in ("parse a JSON document", "compress data with gzip", "open a TCP socket"):
+        _show(found, question)
+    _follow_edits(settings, state["postgres_dsn"])
+    print(
+        f"""
+Everything is still running. Try:
+  .venv/bin/connector search --config {config} "read a csv file" --k 5
+  .venv/bin/connector search --config {config} "thread pool" --filter source=concurrent
+  psql {state["postgres_dsn"]} -c "UPDATE documents SET body = '...' WHERE id = 1"
+Logs: {folder / "connector.log"}
+Stop: kill $(cat {pid_file}); .venv/bin/connector dev down --dir {folder}
+"""
+    )
+    (folder / "demo.json").write_text(json.dumps({**state, "config": str(config)}, indent=2))
+    return 0

@@ -1,0 +1,62 @@
+"""The Redis key layout (pure). See DESIGN.md, "Redis data model".
+
+Primary keys are encoded so that any value makes one unambiguous key: each key column's text is
+percent-encoded (so `:`, `,`, `%`, spaces and anything else are escaped) and the columns are
+joined with `,`. An integer key 42 stays `42`; `("a:b", "c d")` becomes `a%3Ab,c%20d`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+
+def encode_key(values: tuple[str, ...]) -> str:
+    return ",".join(quote(value, safe="") for value in values)
+
+
+def decode_key(encoded: str) -> tuple[str, ...]:
+    return tuple(unquote(part) for part in encoded.split(","))
+
+
+def checkpoint_key(slot: str) -> str:
+    """One per slot, shared by all its tables."""
+    return f"connector:{slot}:checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """The keys under one index prefix."""
+
+    prefix: str
+
+    @property
+    def chunk_prefix(self) -> str:
+        return f"{self.prefix}:chunk:"
+
+    def chunk(self, table: str, key: str, n: int) -> str:
+        return f"{self.prefix}:chunk:{table}:{key}:{n}"
+
+    def row(self, table: str, key: str) -> str:
+        return f"{self.prefix}:row:{table}:{key}"
+
+    def row_pattern(self, table: str) -> str:
+        return f"{self.prefix}:row:{table}:*"
+
+    def tomb(self, table: str, key: str) -> str:
+        return f"{self.prefix}:tomb:{table}:{key}"
+
+    def truncated(self, table: str) -> str:
+        """The LSN of the table's last TRUNCATE: older writes for it are stale."""
+        return f"{self.prefix}:truncated:{table}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    def key_from_row(self, row_key: str, table: str) -> str:
+        return row_key.removeprefix(f"{self.prefix}:row:{table}:")

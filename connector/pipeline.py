@@ -1,0 +1,474 @@
+"""The daemon: stream -> transactions -> batches -> chunk/embed -> atomic write -> confirm.
+
+Three threads, each owning its connection:
+
+- the reader owns the replication connection: it decodes wal2json records, assembles whole
+  transactions, puts them in a bounded queue (backpressure: it stops reading while the queue is
+  full, still sending status updates so the server does not time it out), and sends the
+  confirmed LSN back to Postgres;
+- the applier (the caller's thread) takes whole transactions in batches bounded by rows and by a
+  short time window, skips those at or below the checkpoint, and writes each batch to Redis in
+  one atomic write that carries the new checkpoint;
+- the durability thread waits until Redis has the write on disk (WAITAOF) and only then lets the
+  reader confirm that LSN to Postgres.
+
+Any connection failure tears the three down and starts again from the checkpoint in Redis: what
+was in flight is read again from the slot, and what Redis already holds is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+from connector.catalog import TableInfo, inspect_table
+from connector.changes import Transaction
+from connector.config import Settings
+from connector.embeddings.base import Embedder
+from connector.errors import ConfigError, ReplicationError
+from connector.index import Checkpoint, IndexWriter, read_checkpoint
+from connector.lsn import Lsn
+from connector.redis_client import command, connect
+from connector.replication import (
+    Keepalive,
+    ReplicationConnection,
+    SlotInfo,
+    conninfo,
+    slot_info,
+)
+from connector.rows import collect
+from connector.snapshot import copy_table, count_rows, open_snapshot
+from connector.wal2json import TransactionAssembler, decode
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ReplicationError,
+    psycopg.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """The server has sent everything up to `wal_end` and no transaction is open."""
+
+    wal_end: Lsn
+
+
+Item = Transaction | Idle
+
+
+class ChangeQueue:
+    """A FIFO bounded by the number of row changes it holds (a huge transaction still fits
+    alone, so it cannot wedge the stream)."""
+
+    def __init__(self, max_changes: int) -> None:
+        self._items: deque[Item] = deque()
+        self._changes = 0
+        self._max = max_changes
+        self._cond = threading.Condition()
+
+    @staticmethod
+    def _size(item: Item) -> int:
+        return len(item.changes) if isinstance(item, Transaction) else 0
+
+    def put(self, item: Item, timeout_s: float) -> bool:
+        with self._cond:
+            if self._items and self._changes + self._size(item) > self._max:
+                self._cond.wait(timeout_s)
+                if self._items and self._changes + self._size(item) > self._max:
+                    return False
+            self._items.append(item)
+            self._changes += self._size(item)
+            self._cond.notify_all()
+            return True
+
+    def take(self, max_rows: int, max_wait_s: float, timeout_s: float) -> list[Item]:
+        """The next batch: waits up to `timeout_s` for a first item, then up to `max_wait_s`
+        more while the batch has fewer than `max_rows` changes."""
+        batch: list[Item] = []
+        rows = 0
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout_s)
+            deadline = time.monotonic() + max_wait_s
+            while self._items or (batch and rows < max_rows):
+                if not self._items:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._cond.wait(remaining):
+                        break
+                    continue
+                item = self._items.popleft()
+                batch.append(item)
+                rows += self._size(item)
+                self._changes -= self._size(item)
+                if rows >= max_rows:
+                    break
+            self._cond.notify_all()
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Reader(threading.Thread):
+    """Reads the slot, assembles transactions, queues them; sends the confirmed LSN back."""
+
+    def __init__(self, repl: ReplicationConnection, queue: ChangeQueue, stop: threading.Event):
+        super().__init__(name="connector-reader", daemon=True)
+        self.repl = repl
+        self.queue = queue
+        self.stop = stop
+        self.error: BaseException | None = None
+        self.last_commit_time: float = 0.0
+
+    def run(self) -> None:
+        assembler = TransactionAssembler()
+        try:
+            while not self.stop.is_set():
+                for message in self.repl.read(timeout_s=0.25):
+                    if isinstance(message, Keepalive):
+                        if not assembler.in_transaction:
+                            self._put(Idle(message.wal_end))
+                        continue
+                    txn = assembler.feed(decode(message.payload, message.lsn))
+                    if txn is not None:
+                        self._put(txn)
+                self.repl.send_status()
+        except BaseException as exc:  # handed to the applier, which decides
+            self.error = exc
+            self.stop.set()
+
+    def _put(self, item: Item) -> None:
+        while not self.queue.put(item, timeout_s=0.5):
+            self.repl.send_status()  # keep the server from timing us out while we wait
+            if self.stop.is_set():
+                return
+
+
+class Durability(threading.Thread):
+    """Confirms an applied LSN only once Redis has it on disk (WAITAOF), or at once without AOF."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        on_durable: Callable[[Lsn], None],
+        wait_aof: bool,
+        timeout_ms: int,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name="connector-durability", daemon=True)
+        self.client = client
+        self.on_durable = on_durable
+        self.wait_aof = wait_aof
+        self.timeout_ms = timeout_ms
+        self.stop = stop
+        self.error: BaseException | None = None
+        self._applied = Lsn(0)
+        self.durable = Lsn(0)
+        self._cond = threading.Condition()
+
+    def applied(self, lsn: Lsn) -> None:
+        with self._cond:
+            if lsn > self._applied:
+                self._applied = lsn
+                self._cond.notify()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                with self._cond:
+                    if self._applied <= self.durable:
+                        self._cond.wait(0.25)
+                    target = self._applied
+                if target > self.durable and self._wait(target):
+                    self.durable = target
+                    self.on_durable(target)
+        except BaseException as exc:
+            self.error = exc
+            self.stop.set()
+
+    def _wait(self, target: Lsn) -> bool:
+        if not self.wait_aof:
+            return True
+        local, _replicas = command(self.client, "WAITAOF", 1, 0, self.timeout_ms)
+        if int(local) < 1:
+            log.warning(
+                "Redis did not fsync its AOF within %d ms; holding LSN %s", self.timeout_ms, target
+            )
+            return False
+        return True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until everything applied is durable (for a clean shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self.durable < self._applied and time.monotonic() < deadline:
+            if self.error is not None:
+                return False
+            time.sleep(0.01)
+        return self.durable >= self._applied
+
+
+def aof_enabled(client: redis.Redis) -> bool:
+    try:
+        config = client.config_get("appendonly")
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): assume what WAITAOF says
+        return True
+    return str(config.get("appendonly", "no")) in ("yes", "b'yes'")
+
+
+class Connector:
+    """Follows the slot and keeps the Redis index equal to the configured tables."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        if not settings.tables:
+            raise ConfigError("no tables configured: add a [[tables]] section")
+        self.settings = settings
+        self.embedder = embedder
+        self.stop_event = threading.Event()
+        self.checkpoint = Lsn(0)
+        self.ready = threading.Event()
+        self.writer: IndexWriter | None = None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ----------------------------------------------------------------- the outer loop
+
+    def run(self) -> None:
+        """Run until `stop()`; transient failures are retried with backoff, forever."""
+        delay = 0.5
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self._run_once()
+            except TRANSIENT_ERRORS as exc:
+                self.ready.clear()
+                if self.stop_event.is_set():
+                    break
+                if time.monotonic() - started > 30:
+                    delay = 0.5
+                log.warning(
+                    "%s; reconnecting in %.1fs from checkpoint %s", exc, delay, self.checkpoint
+                )
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+        log.info("stopped at checkpoint %s", self.checkpoint)
+
+    def _run_once(self) -> None:
+        client = connect(self.settings.redis.url.get_secret_value())
+        repl = ReplicationConnection(self.settings.postgres)
+        try:
+            client.ping()
+            tables, system_id = self._inspect()
+            writer = IndexWriter(client, self.settings, self.embedder, system_id)
+            writer.ensure_indexes()
+            self.writer = writer
+            repl.connect()
+            start = self._prepare(repl, client, writer, tables)
+            self._stream(repl, client, writer, tables, start)
+        finally:
+            repl.close()
+            client.close()
+
+    def _inspect(self) -> tuple[dict[str, TableInfo], str]:
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            tables = {t.qualified_name: inspect_table(conn, t) for t in self.settings.tables}
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+        return tables, str(row[0]) if row else ""
+
+    # ----------------------------------------------------------------- start position
+
+    def _prepare(
+        self,
+        repl: ReplicationConnection,
+        client: redis.Redis,
+        writer: IndexWriter,
+        tables: dict[str, TableInfo],
+    ) -> Lsn:
+        """Where to stream from: the checkpoint, or a fresh slot after a consistent copy."""
+        slot = self.settings.postgres.slot
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            info = slot_info(conn, slot)
+        checkpoint = read_checkpoint(client, slot)
+        reason = _resync_reason(info, checkpoint, writer.system_id)
+        if reason is None and checkpoint is not None:
+            self.checkpoint = checkpoint.lsn
+            log.info("resuming slot %s from checkpoint %s", slot, checkpoint.lsn)
+            return checkpoint.lsn
+        if info is not None:
+            log.warning("dropping slot %s: %s", slot, reason)
+            self._drop_slot(slot)
+        elif checkpoint is not None:
+            log.warning("resynchronising: %s", reason)
+        return self._initial_copy(repl, writer, tables)
+
+    def _drop_slot(self, slot: str) -> None:
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND active_pid IS NOT NULL",
+                [slot],
+            )
+            conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+
+    def _initial_copy(
+        self, repl: ReplicationConnection, writer: IndexWriter, tables: dict[str, TableInfo]
+    ) -> Lsn:
+        consistent, snapshot = repl.create_slot(export_snapshot=True)
+        dsn = conninfo(self.settings.postgres)
+        with open_snapshot(dsn, snapshot) as conn:
+            for table in tables.values():
+                self._copy(conn, writer, table, consistent)
+            conn.rollback()
+        removed = writer.sweep(tables.values(), consistent)
+        if removed:
+            log.info("removed %d rows that are no longer in the tables", removed)
+        writer.write_checkpoint(consistent)
+        self.checkpoint = consistent
+        return consistent
+
+    def _copy(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: IndexWriter,
+        table: TableInfo,
+        consistent: Lsn,
+    ) -> None:
+        total = count_rows(conn, table)
+        log.info("snapshot of %s: %d rows", table.name, total)
+        done, started, last_log = 0, time.monotonic(), time.monotonic()
+        tables = {table.name: table}
+        for rows in copy_table(conn, table, self.settings.pipeline.batch_max_rows):
+            if self.stop_event.is_set():
+                raise ReplicationError("stopped during the initial snapshot; it restarts next time")
+            writer.apply(collect([Transaction(None, consistent, None, rows)], tables), None)
+            done += len(rows)
+            if time.monotonic() - last_log > 5:
+                rate = done / (time.monotonic() - started)
+                log.info("snapshot of %s: %d/%d rows (%.0f rows/s)", table.name, done, total, rate)
+                last_log = time.monotonic()
+        log.info(
+            "snapshot of %s done: %d rows in %.1fs", table.name, done, time.monotonic() - started
+        )
+
+    # ----------------------------------------------------------------- streaming
+
+    def _stream(
+        self,
+        repl: ReplicationConnection,
+        client: redis.Redis,
+        writer: IndexWriter,
+        tables: dict[str, TableInfo],
+        start: Lsn,
+    ) -> None:
+        stop = threading.Event()
+        queue = ChangeQueue(self.settings.pipeline.queue_max_changes)
+        repl.start(start, list(tables))
+        durable_client = connect(self.settings.redis.url.get_secret_value())
+        durability = Durability(
+            durable_client,
+            repl.confirm,
+            self.settings.redis.wait_aof and aof_enabled(client),
+            self.settings.redis.wait_aof_timeout_ms,
+            stop,
+        )
+        reader = Reader(repl, queue, stop)
+        durability.applied(start)
+        durability.start()
+        reader.start()
+        self.ready.set()
+        try:
+            self._apply_loop(queue, writer, tables, durability, reader, stop)
+        finally:
+            self.ready.clear()
+            stop.set()
+            reader.join(5)
+            durability.join(5)
+            durable_client.close()
+        for failed in (reader.error, durability.error):
+            if failed is not None:
+                raise failed
+
+    def _apply_loop(
+        self,
+        queue: ChangeQueue,
+        writer: IndexWriter,
+        tables: dict[str, TableInfo],
+        durability: Durability,
+        reader: Reader,
+        stop: threading.Event,
+    ) -> None:
+        pipeline = self.settings.pipeline
+        while not stop.is_set() and not self.stop_event.is_set():
+            batch = queue.take(pipeline.batch_max_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
+            if batch:
+                self._apply(batch, writer, tables, durability)
+        if self.stop_event.is_set() and reader.error is None:
+            durability.drain(5.0)
+            reader.stop.set()
+            reader.join(5)
+            with contextlib.suppress(Exception):
+                reader.repl.send_status(force=True)
+
+    def _apply(
+        self,
+        batch: list[Item],
+        writer: IndexWriter,
+        tables: dict[str, TableInfo],
+        durability: Durability,
+    ) -> None:
+        txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
+        idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
+        if txns:
+            effects = collect(txns, tables)
+            target = max(effects.last_lsn, idle)
+            if effects.rows or effects.truncated or effects.skipped:
+                writer.apply(effects, target)
+            else:
+                writer.write_checkpoint(target)
+        elif idle > self.checkpoint:
+            writer.write_checkpoint(idle)
+            target = idle
+        else:
+            return
+        self.checkpoint = max(self.checkpoint, target)
+        durability.applied(self.checkpoint)
+
+
+def _resync_reason(
+    info: SlotInfo | None, checkpoint: Checkpoint | None, system_id: str
+) -> str | None:
+    """Why the checkpoint and the slot cannot be reconciled, or None when they can."""
+    if info is None:
+        if checkpoint is None:
+            return "first start: no slot and no checkpoint"
+        return f"slot is gone (dropped?) though Redis holds checkpoint {checkpoint.lsn}"
+    if info.plugin != "wal2json":
+        raise ConfigError(
+            f"slot {info.name} exists with plugin {info.plugin}, not wal2json: choose another "
+            "postgres.slot, or drop that slot"
+        )
+    if checkpoint is None:
+        return "Redis holds no checkpoint for this slot (new or emptied Redis)"
+    if info.wal_status == "lost":
+        return "the slot was invalidated (wal_status = lost)"
+    if checkpoint.system_id and system_id and checkpoint.system_id != system_id:
+        return "the checkpoint belongs to another database cluster"
+    if info.confirmed_flush_lsn and info.confirmed_flush_lsn > checkpoint.lsn:
+        return (
+            f"Redis checkpoint {checkpoint.lsn} is behind the slot's confirmed position "
+            f"{info.confirmed_flush_lsn}: Redis lost writes the slot no longer holds"
+        )
+    return None

@@ -1,0 +1,291 @@
+"""search(): the bundled query function over the synced index.
+
+It embeds the question with the model the index was built with (recorded in `P:meta`; another
+model is refused), runs a KNN query with optional tag / numeric / text filters, optionally fuses
+it with a full-text (BM25) query, and can first wait until the index has applied a given LSN
+(read-your-writes for an application that just committed).
+
+User values never become query syntax: tag and text values are escaped character by character,
+numbers are parsed as numbers, and field names must be metadata fields of the index.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from connector.config import Settings, load_settings
+from connector.embeddings import make_embedder
+from connector.embeddings.base import Embedder
+from connector.errors import ConnectorError, RedisIndexError
+from connector.index import IndexSpec, check_meta, embedding_meta, index_specs
+from connector.keys import checkpoint_key, decode_key
+from connector.lsn import Lsn
+from connector.redis_client import command, connect, search_docs, text
+
+FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
+_WORD = re.compile(r"\w+", re.UNICODE)
+_RRF_K = 60
+
+
+class NotCaughtUpError(ConnectorError):
+    """The index did not reach the requested LSN in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One matching chunk of a source row."""
+
+    table: str
+    key: tuple[str, ...]
+    chunk: int
+    content: str
+    score: float  # cosine similarity (1 = same direction); a fused rank score when hybrid
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def escape_tag(value: str) -> str:
+    """A tag value matched literally: every character that is not a letter/digit is escaped."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in value)
+
+
+def escape_text(value: str) -> str:
+    return escape_tag(value)
+
+
+def _number(value: object, name: str) -> str:
+    if value is None:
+        return "inf"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"filter {name}: {value!r} is not a number")
+    number = float(value)
+    if number != number:
+        raise ValueError(f"filter {name}: NaN is not a valid bound")
+    return repr(number)
+
+
+def filter_clause(fields: Mapping[str, str], filters: Mapping[str, FilterValue] | None) -> str:
+    """RediSearch filter syntax for `filters` ({field: value}); "*" when there are none."""
+    clauses = []
+    for name, value in (filters or {}).items():
+        kind = fields.get(name)
+        if kind is None:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ValueError(f"unknown filter field {name!r} (metadata fields: {known})")
+        clauses.append(_clause(name, kind, value))
+    return " ".join(clauses) or "*"
+
+
+def _clause(name: str, kind: str, value: FilterValue) -> str:
+    if kind == "tag":
+        values = [value] if isinstance(value, str | int | float) else list(value)
+        tags = " | ".join(escape_tag(str(v)) for v in values)
+        return f"@{name}:{{{tags}}}"
+    if kind == "numeric":
+        if isinstance(value, tuple):
+            low, high = value
+            low_text = "-inf" if low is None else _number(low, name)
+            return f"@{name}:[{low_text} {_number(high, name)}]"
+        exact = _number(value, name)
+        return f"@{name}:[{exact} {exact}]"
+    words = _WORD.findall(str(value))
+    if not words:
+        raise ValueError(f"filter {name}: no words to match in {value!r}")
+    return f"@{name}:(" + " ".join(escape_text(w) for w in words) + ")"
+
+
+class Searcher:
+    """Searches one index; create once and reuse (it holds a Redis connection pool)."""
+
+    def __init__(self, client: redis.Redis, spec: IndexSpec, embedder: Embedder, slot: str) -> None:
+        self.client = client
+        self.spec = spec
+        self.embedder = embedder
+        self.slot = slot
+        self._checked = False
+
+    def _check_model(self) -> None:
+        if self._checked:
+            return
+        raw = self.client.hgetall(self.spec.keys.meta)
+        if not raw:
+            raise RedisIndexError(
+                f"index {self.spec.name} has no data yet (no {self.spec.keys.meta}): is the "
+                "connector running against this Redis?"
+            )
+        check_meta(
+            self.spec.name,
+            {text(k): text(v) for k, v in raw.items()},
+            embedding_meta(self.embedder),
+        )
+        self._checked = True
+
+    def wait_for(self, min_lsn: Lsn | str, timeout_s: float = 5.0) -> Lsn:
+        """Block until the index has applied `min_lsn`; returns the checkpoint reached."""
+        target = Lsn.parse(min_lsn) if isinstance(min_lsn, str) else min_lsn
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0005
+        while True:
+            raw = self.client.hget(checkpoint_key(self.slot), "lsn")
+            current = Lsn.parse(text(raw)) if raw else Lsn(0)
+            if current >= target:
+                return current
+            if time.monotonic() >= deadline:
+                raise NotCaughtUpError(
+                    f"index {self.spec.name} reached {current}, not {target}, within "
+                    f"{timeout_s}s: is the connector running and keeping up (connector status)?"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def search(
+        self,
+        text: str,
+        k: int = 5,
+        filters: Mapping[str, FilterValue] | None = None,
+        min_lsn: Lsn | str | None = None,
+        hybrid: bool = False,
+        timeout_s: float = 5.0,
+    ) -> list[Hit]:
+        if k <= 0:
+            raise ValueError("k must be positive")
+        self._check_model()
+        if min_lsn is not None:
+            self.wait_for(min_lsn, timeout_s)
+        where = filter_clause(self.spec.fields, filters)
+        vector = self.embedder.embed([text])[0]
+        hits = self._knn(vector, where, k if not hybrid else 2 * k)
+        if hybrid:
+            hits = _fuse(hits, self._bm25(text, where, 2 * k))
+        return hits[:k]
+
+    def _returned(self) -> list[str]:
+        return ["content", "table", "pk", "chunk", *self.spec.fields]
+
+    def _knn(self, vector: bytes, where: str, k: int) -> list[Hit]:
+        fields = [*self._returned(), "__score"]
+        raw = command(
+            self.client,
+            "FT.SEARCH",
+            self.spec.name,
+            f"({where})=>[KNN {k} @embedding $vec AS __score]",
+            "PARAMS",
+            "2",
+            "vec",
+            vector,
+            "SORTBY",
+            "__score",
+            "ASC",
+            "RETURN",
+            str(len(fields)),
+            *fields,
+            "LIMIT",
+            "0",
+            str(k),
+            "DIALECT",
+            "2",
+        )
+        return [self._hit(values, 1.0 - float(values.get("__score", "1"))) for values in _docs(raw)]
+
+    def _bm25(self, text: str, where: str, k: int) -> list[Hit]:
+        words = _WORD.findall(text)
+        if not words:
+            return []
+        query = "@content:(" + " | ".join(escape_text(w) for w in words) + ")"
+        if where != "*":
+            query = f"{query} {where}"
+        fields = self._returned()
+        raw = command(
+            self.client,
+            "FT.SEARCH",
+            self.spec.name,
+            query,
+            "RETURN",
+            str(len(fields)),
+            *fields,
+            "LIMIT",
+            "0",
+            str(k),
+            "DIALECT",
+            "2",
+        )
+        return [self._hit(values, 0.0) for values in _docs(raw)]
+
+    def _hit(self, values: dict[str, str], score: float) -> Hit:
+        return Hit(
+            table=values.get("table", ""),
+            key=decode_key(values.get("pk", "")),
+            chunk=int(values.get("chunk", "0") or 0),
+            content=values.get("content", ""),
+            score=score,
+            metadata={f: values[f] for f in self.spec.fields if f in values},
+        )
+
+
+def _docs(raw: Any) -> list[dict[str, str]]:
+    return [fields for _key, fields in search_docs(raw)]
+
+
+def _fuse(vector_hits: list[Hit], text_hits: list[Hit]) -> list[Hit]:
+    """Reciprocal rank fusion of the KNN and BM25 rankings."""
+    scores: dict[tuple[str, tuple[str, ...], int], float] = {}
+    best: dict[tuple[str, tuple[str, ...], int], Hit] = {}
+    for ranking in (vector_hits, text_hits):
+        for rank, hit in enumerate(ranking):
+            ident = (hit.table, hit.key, hit.chunk)
+            scores[ident] = scores.get(ident, 0.0) + 1.0 / (_RRF_K + rank + 1)
+            best.setdefault(ident, hit)
+    order = sorted(scores, key=lambda ident: scores[ident], reverse=True)
+    return [
+        Hit(best[i].table, best[i].key, best[i].chunk, best[i].content, scores[i], best[i].metadata)
+        for i in order
+    ]
+
+
+# --------------------------------------------------------------------------- convenience
+
+_SEARCHERS: dict[tuple[int, str], tuple[Settings, Searcher]] = {}
+_DEFAULT_SETTINGS: list[Settings] = []
+
+
+def searcher(settings: Settings, index: str | None = None) -> Searcher:
+    """A Searcher for `index` (default: the first configured table's index), cached per
+    settings object so repeated calls reuse the connection pool and the embedder."""
+    specs = index_specs(settings.tables)
+    if not specs:
+        raise ConnectorError("no tables configured: nothing to search")
+    name = index or next(iter(specs))
+    if name not in specs:
+        raise ConnectorError(f"unknown index {name!r} (configured: {', '.join(specs)})")
+    cache_key = (id(settings), name)
+    cached = _SEARCHERS.get(cache_key)
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    client = connect(settings.redis.url.get_secret_value())
+    found = Searcher(client, specs[name], make_embedder(settings.embedding), settings.postgres.slot)
+    _SEARCHERS[cache_key] = (settings, found)
+    return found
+
+
+def search(
+    text: str,
+    k: int = 5,
+    filters: Mapping[str, FilterValue] | None = None,
+    min_lsn: Lsn | str | None = None,
+    *,
+    settings: Settings | None = None,
+    index: str | None = None,
+    hybrid: bool = False,
+    timeout_s: float = 5.0,
+) -> list[Hit]:
+    """Search the synced index. `settings` default: load_settings() ($CONNECTOR_CONFIG)."""
+    if settings is None:
+        if not _DEFAULT_SETTINGS:
+            _DEFAULT_SETTINGS.append(load_settings())
+        settings = _DEFAULT_SETTINGS[0]
+    return searcher(settings, index).search(text, k, filters, min_lsn, hybrid, timeout_s)
