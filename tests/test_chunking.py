@@ -9,7 +9,7 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -62,8 +62,10 @@ def test_empty_and_whitespace_give_no_chunks(chunker: Chunker) -> None:
 
 
 def test_short_text_is_one_chunk_trimmed(chunker: Chunker) -> None:
-    assert chunker.chunk("  Hello world.\n") == ["Hello world."]
+    assert chunker.chunk("Hello world.\n") == ["Hello world."]
     assert chunker.chunk("\n\nTitle\n\nBody text.\n\n") == ["Title\n\nBody text."]
+    # Blank lines around go, the first line's indentation stays (code keeps its shape).
+    assert chunker.chunk(" \n\n    indented()\n    code()  \n") == ["    indented()\n    code()"]
 
 
 def test_chunking_is_deterministic(chunker: Chunker) -> None:
@@ -105,7 +107,7 @@ def test_chunking_is_the_same_in_another_process(chunker: Chunker) -> None:
 def test_every_chunk_fits_and_no_paragraph_is_lost(size: int, overlap: int) -> None:
     chunker = Chunker(get_encoding("text-embedding-3-small"), size, overlap)
     rng = random.Random(size)
-    paragraphs = document(size, 30) + [paragraph(rng, 40), "Short.", "  Indented line.\nNext"]
+    paragraphs = [*document(size, 30), paragraph(rng, 40), "Short.", "  Indented line.\nNext"]
     rng.shuffle(paragraphs)
     chunks = chunker.chunk("\n\n \n".join(paragraphs))
     assert all(chunker.count_tokens(c) <= size for c in chunks)
@@ -113,9 +115,10 @@ def test_every_chunk_fits_and_no_paragraph_is_lost(size: int, overlap: int) -> N
         text = text.strip()
         if any(text in c for c in chunks):
             continue
-        windows = [c for c in chunks if c in text]
         assert chunker.count_tokens(text) > size, f"short paragraph lost: {text[:40]!r}"
-        assert windows_cover(text, windows), f"long paragraph not covered: {text[:40]!r}"
+        first = next(i for i, c in enumerate(chunks) if text.startswith(c))
+        last = next(i for i, c in enumerate(chunks) if i >= first and text.endswith(c))
+        assert windows_cover(text, chunks[first : last + 1]), f"not covered: {text[:40]!r}"
 
 
 def test_short_paragraphs_are_packed_without_overlap(chunker: Chunker) -> None:
@@ -137,7 +140,7 @@ def test_long_paragraph_is_cut_into_overlapping_balanced_windows() -> None:
     lengths = [chunker.count_tokens(w) for w in windows]
     assert max(lengths) <= 64
     assert min(lengths) >= 48, "windows are balanced: no short last window"
-    for first, second in zip(windows, windows[1:], strict=False):
+    for first, second in pairwise(windows):
         start = text.find(second)
         shared = text[start : text.find(first) + len(first)]
         assert second.startswith(shared)
@@ -265,11 +268,40 @@ def test_encodings_load_without_network(tmp_path: Path) -> None:
     assert "o200k_base is not available offline" in done.stderr
 
 
+def test_an_unwritable_cache_dir_still_gives_the_offline_encoding(tmp_path: Path) -> None:
+    """tiktoken copies the bundled file into $TIKTOKEN_CACHE_DIR, which fails here."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    code = (
+        "from connector.chunking import get_encoding\n"
+        "print(get_encoding('text-embedding-3-small').encode_ordinary('hello world'))"
+    )
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(not_a_folder / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[15339, 1917]"
+    assert "reading it directly" in done.stderr
+
+
+def test_the_directly_read_offline_encoding_is_the_registered_one() -> None:
+    registered = get_encoding("text-embedding-3-small")
+    direct = chunking._offline_from_package()
+    assert direct.name == registered.name == OFFLINE_ENCODING
+    assert direct._pat_str == registered._pat_str
+    assert direct._mergeable_ranks == registered._mergeable_ranks
+    assert direct._special_tokens == registered._special_tokens
+
+
 def test_a_corrupt_cached_file_is_not_replaced_by_a_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = chunking._O200K[0]
-    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(b"not the real file")
+    (tmp_path / hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()).write_bytes(
+        b"not the real file"
+    )
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
 
     def no_download(*args: object) -> bytes:
@@ -289,18 +321,12 @@ def test_a_corrupt_cached_file_is_not_replaced_by_a_download(
         chunking._warn_fallback.cache_clear()
 
 
-def test_chunking_is_fast(chunker: Chunker) -> None:
+def test_five_megabytes_chunk_within_bounds(chunker: Chunker) -> None:
+    # Speed is measured in bench/; this checks a 5 MB body chunks completely and within bounds.
     rng = random.Random(8)
-    big = "\n\n".join(paragraph(rng) for _ in range(9000))
-    big = big[: big.index("\n\n", 5_000_000)]
-    started = time.perf_counter()
-    chunks = chunker.chunk(big)
-    took = time.perf_counter() - started
+    parts: list[str] = []
+    while sum(map(len, parts)) < 5_000_000:
+        parts.extend(paragraph(rng) for _ in range(1000))
+    chunks = chunker.chunk("\n\n".join(parts))
     assert len(chunks) > 1000
-    assert took < 6, f"5 MB took {took:.1f}s"
-
-    short = [sentence(rng) for _ in range(50_000)]
-    started = time.perf_counter()
-    assert all(len(chunker.chunk(text)) == 1 for text in short)
-    took = time.perf_counter() - started
-    assert took < 6, f"50,000 short texts took {took:.1f}s"
+    assert max(chunker.count_tokens(c) for c in chunks[:500]) <= chunker.chunk_tokens

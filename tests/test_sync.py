@@ -438,3 +438,56 @@ def test_sigkill_mid_stream_then_restart_converges(
         process.terminate()
         assert process.wait(30) == 0, log.read_text()
         client.close()
+
+
+def test_replaying_the_stream_changes_nothing(
+    migrated_dsn: str, redis_url: str, run_connector: Start
+) -> None:
+    """Feed every change again (as a replay from an old LSN would): deleted rows stay deleted,
+    updated rows keep their newest version, and the checkpoint does not move back."""
+    from connector.embeddings import make_embedder
+    from connector.index import IndexWriter
+    from connector.replication import wal2json_options
+    from connector.rows import collect
+    from connector.wal2json import TransactionAssembler, decode
+
+    settings = make_settings(migrated_dsn, redis_url)
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('replay_copy', 'wal2json')")
+    running = run_connector(settings)
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO documents (id, title, body) VALUES (1, 'gone', 'deleted soon'),"
+            " (2, 'kept', 'first version')"
+        )
+        conn.execute("UPDATE documents SET body = 'second version' WHERE id = 2")
+        conn.execute("DELETE FROM documents WHERE id = 1")
+        conn.execute("TRUNCATE documents")
+        conn.execute("INSERT INTO documents (id, title, body) VALUES (3, 'after', 'truncate')")
+        synced(settings, migrated_dsn)
+        options = [v for pair in wal2json_options(["public.documents"]).items() for v in pair]
+        placeholders = ", ".join(["%s"] * len(options))
+        rows = conn.execute(
+            f"SELECT lsn::text, data FROM pg_logical_slot_get_changes('replay_copy', NULL, NULL, "
+            f"{placeholders})",
+            options,
+        ).fetchall()
+    running.stop()
+    checkpoint = read_checkpoint(redis.Redis.from_url(redis_url), "test_slot")
+    assembler = TransactionAssembler()
+    txns = [
+        txn
+        for lsn, data in rows
+        if (txn := assembler.feed(decode(str(data), Lsn.parse(str(lsn))))) is not None
+    ]
+    assert sum(len(t.changes) for t in txns) == 6
+    client = connect(redis_url)
+    writer = IndexWriter(client, settings, make_embedder(settings.embedding))
+    with psycopg.connect(migrated_dsn) as conn:
+        tables = {"public.documents": inspect_table(conn, settings.tables[0])}
+    for txn in txns:  # one transaction at a time, as a replay would apply them
+        writer.apply(collect([txn], tables), None)
+    assert writer.stats.upserted == 0 and writer.stats.skipped_stale > 0
+    assert_index_equals_table(settings, migrated_dsn)
+    assert read_checkpoint(client, "test_slot") == checkpoint
+    client.close()

@@ -31,7 +31,6 @@ def make_embedder(settings: EmbeddingSettings) -> Embedder:
     if settings.provider == "hashing":
         return HashingEmbedder(settings.dimensions)
     raise ConfigError(
-        f"embedding.provider = {settings.provider!r} is not available in this version of the "
-        'connector (it arrives in a later one); use provider = "hashing" for now '
-        "[env CONNECTOR_EMBEDDING__PROVIDER]"
+        f"embedding.provider = {settings.provider!r} arrives in a later version of the "
+        'connector; use provider = "hashing" for now [env CONNECTOR_EMBEDDING__PROVIDER]'
     )
