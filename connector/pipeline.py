@@ -286,6 +286,16 @@ class Connector:
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
             tables = {t.qualified_name: inspect_table(conn, t) for t in self.settings.tables}
             row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+        for table in tables.values():
+            if len(table.settings.content) > 1 and not table.full_identity:
+                log.warning(
+                    "table %s: content has several columns but REPLICA IDENTITY is not FULL; an "
+                    "UPDATE that leaves a large (TOASTed) content column unchanged cannot be "
+                    "indexed and goes to the dead-letter stream. Fix: ALTER TABLE %s REPLICA "
+                    "IDENTITY FULL",
+                    table.name,
+                    table.name,
+                )
         return tables, str(row[0]) if row else ""
 
     # ----------------------------------------------------------------- start position
