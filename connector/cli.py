@@ -65,7 +65,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from connector.pipeline import Connector
 
     settings = load_settings(args.config)
-    connector = Connector(settings, make_embedder(settings.embedding))
+    embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+    connector = Connector(settings, embedder)
 
     def _stop(signum: int, _frame: object) -> None:
         logging.getLogger("connector").info("%s: stopping", signal.Signals(signum).name)
@@ -73,7 +74,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    connector.run()
+    try:
+        connector.run()
+    finally:
+        embedder.close()
     return 0
 
 
@@ -121,6 +125,35 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"    {snippet}")
         if hit.metadata:
             print("    " + "  ".join(f"{k}={v}" for k, v in hit.metadata.items()))
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from connector.answer import Answerer
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    answerer = Answerer(settings)
+    filters = parse_filters(args.filter or [], answerer.searcher.spec.fields)
+
+    def show(piece: str) -> None:
+        if not args.json:
+            print(piece, end="", flush=True)
+
+    try:
+        result = answerer.stream(args.question, args.k, filters, on_token=show)
+    finally:
+        answerer.close()
+    if args.json:
+        print(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+        return 0
+    print("\n\nSources:")
+    for number, hit in enumerate(result.sources, 1):
+        mark = "*" if hit in result.cited else " "
+        print(f" {mark}[{number}] {hit.table} [{','.join(hit.key)}] chunk {hit.chunk}")
     return 0
 
 
@@ -176,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--timeout", type=float, default=5.0, help="--min-lsn wait bound (s)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=_cmd_search)
+
+    ask = sub.add_parser("ask", help="answer a question from the index (streams the answer)")
+    _add_config(ask)
+    ask.add_argument("question")
+    ask.add_argument("--k", type=int, default=5, help="sources to retrieve (default 5)")
+    ask.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="as for search")
+    ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
+    ask.set_defaults(handler=_cmd_ask)
 
     demo = sub.add_parser("demo", help="throwaway services + a real corpus + the daemon")
     demo.add_argument("--dir", default=".dev", help="folder for the services (default: .dev)")

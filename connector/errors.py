@@ -5,8 +5,10 @@ ConnectorError
  ├── ServiceError         a throwaway dev service could not start (names the missing piece)
  ├── ReplicationError     the replication stream or slot failed (names slot and LSN)
  │    └── SlotLostError   the slot cannot serve the checkpoint: resync needed
- ├── RedisIndexError          Redis index problem (names the index)
- │    └── ModelMismatchError  query model differs from the one the index was built with
+ ├── EmbeddingUnavailable the provider kept failing transiently (retried from the checkpoint)
+ ├── EmbeddingRejected    the provider refused some texts (their rows are dead-lettered)
+ ├── RedisIndexError      Redis index problem (names the index)
+ │    └── ModelMismatchError  the query's model differs from the index's
  └── RowError             one row could not be processed (goes to the dead-letter stream)
 """
 
@@ -31,6 +33,19 @@ class ReplicationError(ConnectorError):
 
 class SlotLostError(ReplicationError):
     """The slot no longer holds the changes after the checkpoint: a resync is needed."""
+
+
+class EmbeddingUnavailable(ConnectorError):
+    """The embedding provider is down or rate-limiting beyond the retry window (transient)."""
+
+
+class EmbeddingRejected(ConnectorError):
+    """The provider refused some texts permanently; the others have their vectors."""
+
+    def __init__(self, vectors: list[bytes | None], errors: dict[int, str]) -> None:
+        super().__init__(f"{len(errors)} text(s) refused by the embedding provider")
+        self.vectors = vectors
+        self.errors = errors
 
 
 class RedisIndexError(ConnectorError):

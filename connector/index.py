@@ -24,7 +24,7 @@ from connector.changes import Op, RowChange
 from connector.chunking import Chunker, get_encoding
 from connector.config import Settings, TableSettings
 from connector.embeddings.base import Embedder
-from connector.errors import ConfigError, ModelMismatchError
+from connector.errors import ConfigError, EmbeddingRejected, ModelMismatchError
 from connector.keys import Keyspace, checkpoint_key
 from connector.lsn import Lsn
 from connector.pgtypes import metadata_field
@@ -239,7 +239,12 @@ class IndexWriter:
         stats = ApplyStats()
         truncate_lsns = self._read_truncates(effects)
         plans = self._plan(effects, truncate_lsns, stats)
-        self._embed(plans, stats)
+        refused = self._embed(plans, stats)
+        if refused:  # the provider refused their text: dead-letter them, write the others
+            for plan in plans:
+                if id(plan) in refused:
+                    effects.skipped.append((_as_change(plan.state), refused[id(plan)]))
+            plans = [plan for plan in plans if id(plan) not in refused]
         doomed = self._truncated_rows(effects)
         pipe = self.client.pipeline(transaction=True)
         for table, (lsn, rows) in doomed.items():
@@ -321,8 +326,9 @@ class IndexWriter:
         plan.hashes = [text_hash(chunk) for chunk in plan.chunks]
         return plan
 
-    def _embed(self, plans: list[_Plan], stats: ApplyStats) -> None:
-        """Embed only chunk texts the row did not already have; reuse the stored vectors."""
+    def _embed(self, plans: list[_Plan], stats: ApplyStats) -> dict[int, str]:
+        """Embed only chunk texts the row did not already have; reuse the stored vectors.
+        Returns the plans (by id) whose text the provider refused, with its error."""
         reuse: list[tuple[_Plan, int, str]] = []
         todo: dict[str, list[tuple[_Plan, int]]] = {}
         for plan in plans:
@@ -335,12 +341,22 @@ class IndexWriter:
                 else:
                     todo.setdefault(chunk, []).append((plan, n))
         self._reuse_vectors(reuse, todo)
-        if todo:
-            texts = list(todo)
-            for text, vector in zip(texts, self.embedder.embed(texts), strict=True):
-                for plan, n in todo[text]:
-                    plan.vectors[n] = vector
-            stats.chunks_embedded += len(texts)
+        if not todo:
+            return {}
+        texts = list(todo)
+        failed: dict[int, str] = {}
+        try:
+            vectors: list[bytes | None] = list(self.embedder.embed(texts))
+        except EmbeddingRejected as exc:
+            vectors = exc.vectors
+            for i, error in exc.errors.items():
+                for plan, _n in todo[texts[i]]:
+                    failed[id(plan)] = error
+        for chunk, vector in zip(texts, vectors, strict=True):
+            for plan, n in todo[chunk]:
+                plan.vectors[n] = vector
+        stats.chunks_embedded += len(texts) - len(failed)
+        return failed
 
     def _reuse_vectors(
         self, reuse: list[tuple[_Plan, int, str]], todo: dict[str, list[tuple[_Plan, int]]]

@@ -33,7 +33,7 @@ from connector.catalog import TableInfo, inspect_table
 from connector.changes import Transaction
 from connector.config import Settings
 from connector.embeddings.base import Embedder
-from connector.errors import ConfigError, ReplicationError
+from connector.errors import ConfigError, EmbeddingUnavailable, ReplicationError
 from connector.index import Checkpoint, IndexWriter, read_checkpoint
 from connector.lsn import Lsn
 from connector.redis_client import command, connect
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ReplicationError,
+    EmbeddingUnavailable,
     psycopg.OperationalError,
     redis.ConnectionError,
     redis.TimeoutError,

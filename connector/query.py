@@ -12,7 +12,9 @@ numbers are parsed as numbers, and field names must be metadata fields of the in
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,12 +104,42 @@ def _clause(name: str, kind: str, value: FilterValue) -> str:
 class Searcher:
     """Searches one index; create once and reuse (it holds a Redis connection pool)."""
 
-    def __init__(self, client: redis.Redis, spec: IndexSpec, embedder: Embedder, slot: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        spec: IndexSpec,
+        embedder: Embedder,
+        slot: str,
+        query_cache_size: int = 1024,
+    ) -> None:
         self.client = client
         self.spec = spec
         self.embedder = embedder
         self.slot = slot
         self._checked = False
+        self._vectors: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = query_cache_size
+        self._cache_lock = threading.Lock()
+
+    def embed_query(self, text: str) -> bytes:
+        """The question's vector; recent questions come from an LRU cache (no API call)."""
+        with self._cache_lock:
+            vector = self._vectors.get(text)
+            if vector is not None:
+                self._vectors.move_to_end(text)
+                self.embedder.stats.cache_hits += 1
+                return vector
+        vector = self.embedder.embed([text])[0]
+        if self._cache_size:
+            with self._cache_lock:
+                self._vectors[text] = vector
+                while len(self._vectors) > self._cache_size:
+                    self._vectors.popitem(last=False)
+        return vector
+
+    def close(self) -> None:
+        self.embedder.close()
+        self.client.close()
 
     def _check_model(self) -> None:
         if self._checked:
@@ -158,7 +190,7 @@ class Searcher:
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
         where = filter_clause(self.spec.fields, filters)
-        vector = self.embedder.embed([text])[0]
+        vector = self.embed_query(text)
         hits = self._knn(vector, where, k if not hybrid else 2 * k)
         if hybrid:
             hits = _fuse(hits, self._bm25(text, where, 2 * k))
@@ -267,9 +299,23 @@ def searcher(settings: Settings, index: str | None = None) -> Searcher:
     if cached is not None and cached[0] is settings:
         return cached[1]
     client = connect(settings.redis.url.get_secret_value())
-    found = Searcher(client, specs[name], make_embedder(settings.embedding), settings.postgres.slot)
+    found = Searcher(
+        client,
+        specs[name],
+        make_embedder(settings.embedding),
+        settings.postgres.slot,
+        settings.embedding.query_cache_size,
+    )
     _SEARCHERS[cache_key] = (settings, found)
     return found
+
+
+def close_searchers() -> None:
+    """Close the Searchers `searcher()` / `search()` made (connections, embedders)."""
+    while _SEARCHERS:
+        _key, (_settings, found) = _SEARCHERS.popitem()
+        found.close()
+    _DEFAULT_SETTINGS.clear()
 
 
 def search(

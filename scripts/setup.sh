@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${CONNECTOR_VENV:-$ROOT/.venv}
-EXTRAS=${CONNECTOR_EXTRAS:-dev}
+EXTRAS=${CONNECTOR_EXTRAS:-dev,local}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/connector
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -59,10 +59,10 @@ if [ ! -e "$stamp" ]; then
     log "installing the project into $VENV (extras: $EXTRAS)"
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    # torch: the CPU build pinned here keeps the `local` extra from pulling a multi-GB CUDA build.
-    if [[ ",$EXTRAS," == *",local,"* ]]; then
-        "$VENV/bin/python" -m pip install -q "torch==${CONNECTOR_TORCH_VERSION:-2.13.0}" \
-            || "$VENV/bin/python" -m pip install -q torch --index-url "${CONNECTOR_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+    # torch first, pinned: an unpinned one pulled in by sentence-transformers can be a
+    # multi-GB CUDA build. Install a CPU build of your choice beforehand to skip this.
+    if [[ ",$EXTRAS," == *",local,"* ]] && ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+        "$VENV/bin/python" -m pip install -q "torch==${CONNECTOR_TORCH_VERSION:-2.13.0}"
     fi
     "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
     rm -f "$VENV"/.installed-*

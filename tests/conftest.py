@@ -21,6 +21,7 @@ from psycopg import sql
 from connector.config import Settings
 from connector.devservices import PostgresServer, RedisStackServer
 from connector.migrate import apply_migrations
+from tests.fake_openai import FakeOpenAI
 
 
 @dataclass
@@ -143,7 +144,7 @@ class RunningConnector:
         from connector.pipeline import Connector
 
         self.settings = settings
-        self.embedder = make_embedder(settings.embedding)
+        self.embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
         self.connector = Connector(settings, self.embedder)
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -167,6 +168,7 @@ class RunningConnector:
     def stop(self) -> None:
         self.connector.stop()
         self.thread.join(30)
+        self.embedder.close()
         assert not self.thread.is_alive(), "connector did not stop"
         if self.errors:
             raise self.errors[0]
@@ -185,3 +187,18 @@ def run_connector() -> Iterator[Callable[[Settings], RunningConnector]]:
     for running in started:
         if running.thread.is_alive():
             running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_searchers() -> Iterator[None]:
+    yield
+    from connector.query import close_searchers
+
+    close_searchers()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(dimensions=64).start()
+    yield server
+    server.stop()

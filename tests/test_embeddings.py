@@ -131,6 +131,9 @@ def test_make_embedder_builds_the_configured_provider() -> None:
     embedder = make_embedder(EmbeddingSettings(provider="hashing", dimensions=96))
     assert isinstance(embedder, HashingEmbedder)
     assert embedder.dimensions == 96
-    for provider in ("openai", "local"):
-        with pytest.raises(ConfigError, match="later version"):
-            make_embedder(EmbeddingSettings(provider=provider))  # type: ignore[arg-type]
+
+
+def test_openai_without_a_key_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="CONNECTOR_EMBEDDING__API_KEY"):
+        make_embedder(EmbeddingSettings(provider="openai"))

@@ -11,7 +11,6 @@ from connector.embeddings.base import (
     vector_to_bytes,
 )
 from connector.embeddings.hashing import HashingEmbedder
-from connector.errors import ConfigError
 
 if TYPE_CHECKING:
     from connector.config import EmbeddingSettings
@@ -26,11 +25,23 @@ __all__ = [
 ]
 
 
-def make_embedder(settings: EmbeddingSettings) -> Embedder:
-    """The embedder the settings name; `hashing` is the one available in this version."""
+def make_embedder(settings: EmbeddingSettings, redis_url: str | None = None) -> Embedder:
+    """The embedder the settings name, behind the Redis vector cache when `redis_url` is given
+    and `embedding.cache` is on (not for `hashing`, which costs nothing)."""
+    embedder: Embedder
     if settings.provider == "hashing":
         return HashingEmbedder(settings.dimensions)
-    raise ConfigError(
-        f"embedding.provider = {settings.provider!r} arrives in a later version of the "
-        'connector; use provider = "hashing" for now [env CONNECTOR_EMBEDDING__PROVIDER]'
-    )
+    if settings.provider == "openai":
+        from connector.embeddings.openai import OpenAIEmbedder
+
+        embedder = OpenAIEmbedder(settings)
+    else:
+        from connector.embeddings.local import LocalEmbedder
+
+        embedder = LocalEmbedder(settings)
+    if redis_url and settings.cache:
+        from connector.embeddings.cache import CachedEmbedder
+        from connector.redis_client import connect
+
+        embedder = CachedEmbedder(embedder, connect(redis_url), settings.cache_ttl_s)
+    return embedder

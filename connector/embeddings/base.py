@@ -12,6 +12,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from connector.errors import EmbeddingRejected, EmbeddingUnavailable
+
+__all__ = [
+    "Embedder",
+    "EmbeddingRejected",
+    "EmbeddingStats",
+    "EmbeddingUnavailable",
+    "bytes_to_vector",
+    "vector_to_bytes",
+]
+
 
 @dataclass
 class EmbeddingStats:
@@ -21,6 +32,8 @@ class EmbeddingStats:
     tokens: int = 0
     requests: int = 0
     cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
 
 
 class Embedder(Protocol):
