@@ -3,6 +3,7 @@
 ConnectorError
  ├── ConfigError          a setting is missing or wrong (names the setting and the fix)
  ├── ServiceError         a throwaway dev service could not start (names the missing piece)
+ ├── ResyncNeeded         Redis lost data: the tables are copied again from a snapshot
  ├── ReplicationError     the replication stream or slot failed (names slot and LSN)
  │    └── SlotLostError   the slot cannot serve the checkpoint: resync needed
  ├── EmbeddingUnavailable the provider kept failing transiently (retried from the checkpoint)
@@ -29,6 +30,10 @@ class ServiceError(ConnectorError):
 
 class ReplicationError(ConnectorError):
     """The replication connection or slot failed."""
+
+
+class ResyncNeeded(ConnectorError):
+    """Redis lost data the checkpoint relied on: the tables are copied again from a snapshot."""
 
 
 class SlotLostError(ReplicationError):

@@ -24,7 +24,13 @@ from connector.changes import Op, RowChange
 from connector.chunking import Chunker, get_encoding
 from connector.config import Settings, TableSettings
 from connector.embeddings.base import Embedder
-from connector.errors import ConfigError, EmbeddingRejected, ModelMismatchError
+from connector.errors import (
+    ConfigError,
+    EmbeddingRejected,
+    ModelMismatchError,
+    RedisIndexError,
+    ResyncNeeded,
+)
 from connector.keys import Keyspace, checkpoint_key
 from connector.lsn import Lsn
 from connector.pgtypes import metadata_field
@@ -34,6 +40,7 @@ from connector.rows import BatchEffects, RowState
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
+_MAX_ATTEMPTS = 20
 RESERVED_FIELDS = frozenset({"content", "embedding", "table", "pk", "chunk", "lsn"})
 _FIELD_ARGS = {"tag": ["TAG", "SEPARATOR", ","], "numeric": ["NUMERIC"], "text": ["TEXT"]}
 
@@ -154,8 +161,11 @@ def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
     )
 
 
-def _checkpoint_mapping(lsn: Lsn, system_id: str) -> Fields:
-    return {"lsn": str(lsn), "system_id": system_id, "updated_at": f"{time.time():.6f}"}
+def _checkpoint_mapping(lsn: Lsn, system_id: str, commit_time: float | None = None) -> Fields:
+    fields: Fields = {"lsn": str(lsn), "system_id": system_id, "updated_at": f"{time.time():.6f}"}
+    if commit_time is not None:
+        fields["commit_time"] = f"{commit_time:.6f}"
+    return fields
 
 
 # --------------------------------------------------------------------------- the batch write
@@ -220,60 +230,125 @@ class IndexWriter:
             for t in settings.tables
         }
         self.stats = ApplyStats()
+        self._checkpoint_key = checkpoint_key(settings.postgres.slot)
+        # Set once this writer has written or resumed from a checkpoint: from then on a missing
+        # checkpoint means Redis lost data.
+        self.expect_checkpoint = False
 
     def ensure_indexes(self) -> None:
         for spec in self.specs.values():
             ensure_index(self.client, spec, self.embedder)
 
-    def write_checkpoint(self, lsn: Lsn) -> None:
-        self.client.hset(
-            checkpoint_key(self.settings.postgres.slot),
-            mapping=_checkpoint_mapping(lsn, self.system_id),
-        )
+    def write_checkpoint(self, lsn: Lsn, commit_time: float | None = None) -> None:
+        """Move the checkpoint alone (a batch of transactions that touched no configured row)."""
+        self.apply(BatchEffects(last_lsn=lsn), lsn, commit_time)
+        self.expect_checkpoint = True
 
     # ----------------------------------------------------------------- apply
 
-    def apply(self, effects: BatchEffects, checkpoint: Lsn | None) -> ApplyStats:
+    def apply(
+        self, effects: BatchEffects, checkpoint: Lsn | None, commit_time: float | None = None
+    ) -> ApplyStats:
         """Write the batch atomically, with `checkpoint` (None during a snapshot copy: the
-        checkpoint is written once the whole copy is in)."""
-        stats = ApplyStats()
-        truncate_lsns = self._read_truncates(effects)
-        plans = self._plan(effects, truncate_lsns, stats)
-        refused = self._embed(plans, stats)
-        if refused:  # the provider refused their text: dead-letter them, write the others
-            for plan in plans:
-                if id(plan) in refused:
-                    effects.skipped.append((_as_change(plan.state), refused[id(plan)]))
-            plans = [plan for plan in plans if id(plan) not in refused]
-        doomed = self._truncated_rows(effects)
-        pipe = self.client.pipeline(transaction=True)
-        for table, (lsn, rows) in doomed.items():
-            self._write_truncate(pipe, table, lsn, rows, stats)
-        for plan in plans:
-            self._write_plan(pipe, plan, stats)
-        self._write_dead_letters(pipe, effects, stats)
-        if checkpoint is not None:
-            pipe.hset(
-                checkpoint_key(self.settings.postgres.slot),
-                mapping=_checkpoint_mapping(checkpoint, self.system_id),
+        checkpoint is written once the whole copy is in).
+
+        The row keys (and the checkpoint) are WATCHed from the first read to the write: if
+        anyone else changes them meanwhile (a resync in another process, a FLUSHALL), the write
+        is abandoned and planned again, so an older change never overwrites a newer one."""
+        for _attempt in range(_MAX_ATTEMPTS):
+            try:
+                return self._apply_once(effects, checkpoint, commit_time)
+            except redis.WatchError:
+                self._check_checkpoint()
+                log.debug("batch at %s raced another writer; planning it again", checkpoint)
+        raise RedisIndexError(
+            f"could not write the batch ending at {effects.last_lsn}: its keys kept changing "
+            f"under another writer {_MAX_ATTEMPTS} times (two connectors on one index?)"
+        )
+
+    def _check_checkpoint(self) -> None:
+        """Raise ResyncNeeded when Redis lost the checkpoint this writer relies on."""
+        if self.expect_checkpoint and not self.client.exists(self._checkpoint_key):
+            raise ResyncNeeded(
+                f"Redis lost the checkpoint of slot {self.settings.postgres.slot} (FLUSHALL, "
+                "restart without persistence, or eviction): resynchronising from a snapshot"
             )
-        pipe.execute()
+
+    def _apply_once(
+        self, effects: BatchEffects, checkpoint: Lsn | None, commit_time: float | None
+    ) -> ApplyStats:
+        stats = ApplyStats()
+        letters = list(effects.skipped)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(*self._watched(effects, checkpoint is not None))  # type: ignore[no-untyped-call]
+            self._check_checkpoint()
+            plans = self._plan(effects, self._read_floors(effects), stats, letters)
+            refused = self._embed(plans, stats)
+            if refused:  # the provider refused their text: dead-letter them, write the others
+                letters += [
+                    (_as_change(p.state), refused[id(p)]) for p in plans if id(p) in refused
+                ]
+                plans = [plan for plan in plans if id(plan) not in refused]
+            doomed = self._truncated_rows(effects)
+            pipe.multi()
+            for table, (lsn, rows) in doomed.items():
+                self._write_truncate(pipe, table, lsn, rows, stats)
+            for plan in plans:
+                self._write_plan(pipe, plan, stats)
+            self._write_dead_letters(pipe, letters, effects.last_lsn, stats)
+            if checkpoint is not None:
+                mapping = _checkpoint_mapping(checkpoint, self.system_id, commit_time)
+                pipe.hset(self._checkpoint_key, mapping=mapping)
+            pipe.execute()
         self._add_stats(stats)
         return stats
+
+    def _watched(self, effects: BatchEffects, with_checkpoint: bool) -> list[str]:
+        keys = [self._checkpoint_key] if with_checkpoint else []
+        for state in effects.rows.values():
+            space = self._keys[state.table.name]
+            keys += [
+                space.row(state.table.name, state.key),
+                space.tomb(state.table.name, state.key),
+            ]
+        for table in {*effects.truncated, *(s.table.name for s in effects.rows.values())}:
+            keys.append(self._keys[table].floor(table))
+        return keys or [self._checkpoint_key]
 
     def _add_stats(self, stats: ApplyStats) -> None:
         for name in ApplyStats.__slots__:
             setattr(self.stats, name, getattr(self.stats, name) + getattr(stats, name))
 
-    def _read_truncates(self, effects: BatchEffects) -> dict[str, Lsn]:
+    def _read_floors(self, effects: BatchEffects) -> dict[str, Lsn]:
         tables = sorted({state.table.name for state in effects.rows.values()})
         if not tables:
             return {}
-        values = self.client.mget([self._keys[t].truncated(t) for t in tables])
+        values = self.client.mget([self._keys[t].floor(t) for t in tables])
         return {t: Lsn(int(v)) for t, v in zip(tables, values, strict=True) if v is not None}
 
+    def raise_floor(self, table: str, lsn: Lsn) -> None:
+        """Mark writes for `table` at or below `lsn` as stale (never lowers the floor)."""
+        key = self._keys[table].floor(table)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    current = pipe.get(key)
+                    if current is not None and int(current) >= lsn.value:
+                        return
+                    pipe.multi()
+                    pipe.set(key, str(lsn.value))
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
     def _plan(
-        self, effects: BatchEffects, truncates: Mapping[str, Lsn], stats: ApplyStats
+        self,
+        effects: BatchEffects,
+        floors: Mapping[str, Lsn],
+        stats: ApplyStats,
+        letters: list[tuple[RowChange, str]],
     ) -> list[_Plan]:
         states = list(effects.rows.values())
         pipe = self.client.pipeline(transaction=False)
@@ -286,24 +361,18 @@ class IndexWriter:
         for i, state in enumerate(states):
             manifest = _Manifest.parse(replies[2 * i])
             tomb = Lsn(int(replies[2 * i + 1])) if replies[2 * i + 1] is not None else None
-            newest = max(
-                (
-                    m
-                    for m in (manifest and manifest.lsn, tomb, truncates.get(state.table.name))
-                    if m
-                ),
-                default=None,
-            )
+            marks = (manifest and manifest.lsn, tomb, floors.get(state.table.name))
+            newest = max((m for m in marks if m), default=None)
             if newest is not None and newest >= state.lsn:
                 stats.skipped_stale += 1
                 continue
-            plan = self._plan_row(state, manifest, effects)
+            plan = self._plan_row(state, manifest, letters)
             if plan is not None:
                 plans.append(plan)
         return plans
 
     def _plan_row(
-        self, state: RowState, manifest: _Manifest | None, effects: BatchEffects
+        self, state: RowState, manifest: _Manifest | None, letters: list[tuple[RowChange, str]]
     ) -> _Plan | None:
         plan = _Plan(state, manifest)
         if state.deleted:
@@ -313,7 +382,7 @@ class IndexWriter:
             plan.metadata_only = True  # no content column changed: keep chunks and vectors
             return plan
         if missing:
-            effects.skipped.append(
+            letters.append(
                 (
                     _as_change(state),
                     f"table {state.table.name}: UPDATE left out unchanged content column(s) "
@@ -439,7 +508,7 @@ class IndexWriter:
         doomed: dict[str, tuple[Lsn, list[tuple[str, int]]]] = {}
         for table, lsn in effects.truncated.items():
             keys = self._keys[table]
-            done = self.client.get(keys.truncated(table))
+            done = self.client.get(keys.floor(table))
             if done is not None and Lsn(int(done)) >= lsn:
                 continue  # a replayed TRUNCATE: already applied
             rows = self._scan_rows(keys, table)
@@ -464,19 +533,40 @@ class IndexWriter:
         removed = 0
         for table in tables:
             keys = self._keys[table.name]
-            stale: list[tuple[str, int]] = []
-            for key, count, lsn in self._scan_rows(keys, table.name):
-                if lsn < older_than:
-                    stale.append((key, count))
-            for start in range(0, len(stale), 1000):
-                pipe = self.client.pipeline(transaction=True)
-                for key, count in stale[start : start + 1000]:
-                    for n in range(count):
-                        pipe.delete(keys.chunk(table.name, key, n))
-                    pipe.delete(keys.row(table.name, key))
-                pipe.execute()
-            removed += len(stale)
+            stale = [key for key, _n, lsn in self._scan_rows(keys, table.name) if lsn < older_than]
+            for start in range(0, len(stale), 500):
+                removed += self._delete_stale(
+                    keys, table.name, stale[start : start + 500], older_than
+                )
         return removed
+
+    def _delete_stale(
+        self, keys: Keyspace, table: str, candidates: list[str], older_than: Lsn
+    ) -> int:
+        """Delete the candidates still older than `older_than`, WATCHing them so a row the
+        stream rewrites meanwhile is kept."""
+        rows = [keys.row(table, key) for key in candidates]
+        while True:
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*rows)  # type: ignore[no-untyped-call]
+                    read = self.client.pipeline(transaction=False)
+                    for row in rows:
+                        read.hmget(row, "hashes", "lsn")
+                    doomed = [
+                        (key, len(hashes.split(b",")) if hashes else 0)
+                        for key, (hashes, lsn) in zip(candidates, read.execute(), strict=True)
+                        if lsn is not None and int(lsn) < older_than.value
+                    ]
+                    pipe.multi()
+                    for key, count in doomed:
+                        for n in range(count):
+                            pipe.delete(keys.chunk(table, key, n))
+                        pipe.delete(keys.row(table, key))
+                    pipe.execute()
+                    return len(doomed)
+                except redis.WatchError:
+                    continue
 
     def _write_truncate(
         self, pipe: Any, table: str, lsn: Lsn, rows: list[tuple[str, int]], stats: ApplyStats
@@ -488,10 +578,12 @@ class IndexWriter:
             pipe.delete(keys.row(table, key))
             stats.chunks_deleted += count
         stats.deleted += len(rows)
-        pipe.set(keys.truncated(table), str(lsn.value))
+        pipe.set(keys.floor(table), str(lsn.value))
 
-    def _write_dead_letters(self, pipe: Any, effects: BatchEffects, stats: ApplyStats) -> None:
-        for change, error in effects.skipped:
+    def _write_dead_letters(
+        self, pipe: Any, letters: list[tuple[RowChange, str]], lsn: Lsn, stats: ApplyStats
+    ) -> None:
+        for change, error in letters:
             index = self._keys.get(change.table)
             if index is None:
                 continue
@@ -501,7 +593,7 @@ class IndexWriter:
                 {
                     "table": change.table,
                     "op": change.op.value,
-                    "lsn": str(effects.last_lsn),
+                    "lsn": str(lsn),
                     "error": error,
                     "row": _row_summary(change),
                 },
@@ -509,7 +601,6 @@ class IndexWriter:
                 approximate=True,
             )
             stats.dead_letters += 1
-        effects.skipped.clear()
 
 
 def _as_change(state: RowState) -> RowChange:

@@ -46,9 +46,10 @@ class Keyspace:
     def tomb(self, table: str, key: str) -> str:
         return f"{self.prefix}:tomb:{table}:{key}"
 
-    def truncated(self, table: str) -> str:
-        """The LSN of the table's last TRUNCATE: older writes for it are stale."""
-        return f"{self.prefix}:truncated:{table}"
+    def floor(self, table: str) -> str:
+        """Writes for the table at or below this LSN are stale: its last TRUNCATE, or the
+        snapshot point of its last resync."""
+        return f"{self.prefix}:floor:{table}"
 
     @property
     def meta(self) -> str:

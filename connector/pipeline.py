@@ -33,7 +33,7 @@ from connector.catalog import TableInfo, inspect_table
 from connector.changes import Transaction
 from connector.config import Settings
 from connector.embeddings.base import Embedder
-from connector.errors import ConfigError, EmbeddingUnavailable, ReplicationError
+from connector.errors import ConfigError, EmbeddingUnavailable, ReplicationError, ResyncNeeded
 from connector.index import Checkpoint, IndexWriter, read_checkpoint
 from connector.lsn import Lsn
 from connector.redis_client import command, connect
@@ -44,8 +44,9 @@ from connector.replication import (
     conninfo,
     slot_info,
 )
+from connector.resync import copy_tables
 from connector.rows import collect
-from connector.snapshot import copy_table, count_rows, open_snapshot
+from connector.snapshot import open_snapshot
 from connector.wal2json import TransactionAssembler, decode
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ReplicationError,
     EmbeddingUnavailable,
+    ResyncNeeded,
     psycopg.OperationalError,
     redis.ConnectionError,
     redis.TimeoutError,
@@ -316,6 +318,7 @@ class Connector:
         reason = _resync_reason(info, checkpoint, writer.system_id)
         if reason is None and checkpoint is not None:
             self.checkpoint = checkpoint.lsn
+            writer.expect_checkpoint = True
             log.info("resuming slot %s from checkpoint %s", slot, checkpoint.lsn)
             return checkpoint.lsn
         if info is not None:
@@ -338,10 +341,9 @@ class Connector:
         self, repl: ReplicationConnection, writer: IndexWriter, tables: dict[str, TableInfo]
     ) -> Lsn:
         consistent, snapshot = repl.create_slot(export_snapshot=True)
-        dsn = conninfo(self.settings.postgres)
-        with open_snapshot(dsn, snapshot) as conn:
-            for table in tables.values():
-                self._copy(conn, writer, table, consistent)
+        with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
+            batch = self.settings.pipeline.batch_max_rows
+            copy_tables(conn, writer, tables.values(), consistent, batch, self.stop_event)
             conn.rollback()
         removed = writer.sweep(tables.values(), consistent)
         if removed:
@@ -349,30 +351,6 @@ class Connector:
         writer.write_checkpoint(consistent)
         self.checkpoint = consistent
         return consistent
-
-    def _copy(
-        self,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: IndexWriter,
-        table: TableInfo,
-        consistent: Lsn,
-    ) -> None:
-        total = count_rows(conn, table)
-        log.info("snapshot of %s: %d rows", table.name, total)
-        done, started, last_log = 0, time.monotonic(), time.monotonic()
-        tables = {table.name: table}
-        for rows in copy_table(conn, table, self.settings.pipeline.batch_max_rows):
-            if self.stop_event.is_set():
-                raise ReplicationError("stopped during the initial snapshot; it restarts next time")
-            writer.apply(collect([Transaction(None, consistent, None, rows)], tables), None)
-            done += len(rows)
-            if time.monotonic() - last_log > 5:
-                rate = done / (time.monotonic() - started)
-                log.info("snapshot of %s: %d/%d rows (%.0f rows/s)", table.name, done, total, rate)
-                last_log = time.monotonic()
-        log.info(
-            "snapshot of %s done: %d rows in %.1fs", table.name, done, time.monotonic() - started
-        )
 
     # ----------------------------------------------------------------- streaming
 
@@ -445,10 +423,12 @@ class Connector:
         if txns:
             effects = collect(txns, tables)
             target = max(effects.last_lsn, idle)
+            last_commit = txns[-1].commit_time
+            commit_time = last_commit.timestamp() if last_commit else None
             if effects.rows or effects.truncated or effects.skipped:
-                writer.apply(effects, target)
+                writer.apply(effects, target, commit_time)
             else:
-                writer.write_checkpoint(target)
+                writer.write_checkpoint(target, commit_time)
         elif idle > self.checkpoint:
             writer.write_checkpoint(idle)
             target = idle

@@ -166,14 +166,15 @@ class ReplicationConnection:
         systemid, timeline, xlogpos, _db = self._command("IDENTIFY_SYSTEM")[0]
         return str(systemid), int(timeline or 0), Lsn.parse(xlogpos or "0/0")
 
-    def create_slot(self, export_snapshot: bool) -> tuple[Lsn, str | None]:
+    def create_slot(self, export_snapshot: bool, temporary: bool = False) -> tuple[Lsn, str | None]:
         """Create the wal2json slot; returns (consistent point, exported snapshot name).
 
         The snapshot stays valid until the next command on this connection: copy the tables
-        with it first, then call `start()`.
+        with it first, then call `start()`. A temporary slot goes when the connection closes.
         """
         mode = "EXPORT_SNAPSHOT" if export_snapshot else "NOEXPORT_SNAPSHOT"
-        row = self._command(f"CREATE_REPLICATION_SLOT {self.slot} LOGICAL wal2json {mode}")[0]
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+        row = self._command(f"CREATE_REPLICATION_SLOT {self.slot} {kind} wal2json {mode}")[0]
         log.info("created replication slot %s at %s", self.slot, row[1])
         return Lsn.parse(row[1] or "0/0"), row[2]
 
