@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from connector.config import Settings
 from connector.errors import ConfigError, ConnectorError
 from connector.query import FilterValue
 
@@ -62,11 +63,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from connector.config import load_settings
     from connector.embeddings import make_embedder
+    from connector.metrics import HealthServer, Metrics
     from connector.pipeline import Connector
 
     settings = load_settings(args.config)
+    _logging(args, settings)
     embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
-    connector = Connector(settings, embedder)
+    metrics = Metrics()
+    metrics.track_embedder(lambda: embedder.stats, embedder.provider, embedder.model)
+    connector = Connector(settings, embedder, metrics)
+    observability = settings.observability
+    server = None
+    if observability.metrics_port:
+        server = HealthServer(
+            metrics, connector.is_ready, observability.metrics_host, observability.metrics_port
+        ).start()
 
     def _stop(signum: int, _frame: object) -> None:
         logging.getLogger("connector").info("%s: stopping", signal.Signals(signum).name)
@@ -77,8 +88,130 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         connector.run()
     finally:
+        if server is not None:
+            server.stop()
         embedder.close()
     return 0
+
+
+def _logging(args: argparse.Namespace, settings: Settings | None = None) -> None:
+    from connector.logs import configure_logging
+
+    level = args.log_level or (settings.observability.log_level if settings else "INFO")
+    fmt = args.log_format or (settings.observability.log_format if settings else "text")
+    configure_logging(level, fmt)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from connector.config import load_settings
+    from connector.status import collect_status, render
+
+    status = collect_status(load_settings(args.config))
+    print(json.dumps(status.as_dict(), indent=2) if args.json else render(status))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+    from connector.lsn import Lsn
+    from connector.operations import rewind
+
+    settings = load_settings(args.config)
+    try:
+        lsn = Lsn.parse(args.from_lsn)
+    except ValueError as exc:
+        raise ConfigError(f"--from-lsn: {exc}") from None
+    confirmed = rewind(settings, lsn)
+    print(f"checkpoint moved back to {lsn} (the slot holds changes from {confirmed} on).")
+    print("Start the connector (`connector run`): it re-applies every change after that LSN.")
+    return 0
+
+
+def _cmd_resync(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+    from connector.embeddings import make_embedder
+    from connector.resync import resync
+
+    settings = load_settings(args.config)
+    embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+    try:
+        report = resync(settings, embedder, args.table)
+    finally:
+        embedder.close()
+    print(
+        f"resync at {report.at}: {report.rows} rows copied, {report.removed} stale rows removed, "
+        f"{report.embedded} chunks embedded (the others kept their vectors)"
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+    from connector.embeddings import make_embedder
+    from connector.operations import repair, verify
+
+    settings = load_settings(args.config)
+    drifts = verify(settings, args.table)
+    for drift in drifts:
+        print(drift.summary())
+    if all(drift.clean for drift in drifts):
+        return 0
+    if not args.repair:
+        print("drift found: run `connector verify --repair` to fix it")
+        return 1
+    embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+    try:
+        repair(settings, embedder, drifts)
+    finally:
+        embedder.close()
+    after = verify(settings, args.table)
+    for drift in after:
+        print("after repair: " + drift.summary())
+    return 0 if all(drift.clean for drift in after) else 1
+
+
+def _cmd_slot_drop(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+    from connector.operations import drop_slot
+
+    settings = load_settings(args.config)
+    if drop_slot(settings, args.force):
+        print(f"dropped slot {settings.postgres.slot} and its checkpoint")
+    else:
+        print(f"slot {settings.postgres.slot} does not exist")
+    return 0
+
+
+def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = sub.add_parser("status", help="slot, checkpoint, lag, retained WAL, index sizes")
+    _add_config(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)
+
+    replay = sub.add_parser("replay", help="re-apply the changes after a saved LSN")
+    _add_config(replay)
+    replay.add_argument("--from-lsn", required=True, metavar="LSN", help="e.g. 0/1A2B3C4D")
+    replay.set_defaults(handler=_cmd_replay)
+
+    resync = sub.add_parser("resync", help="rebuild tables' index from a consistent snapshot")
+    _add_config(resync)
+    resync.add_argument("--table", action="append", help="only this table (repeatable)")
+    resync.set_defaults(handler=_cmd_resync)
+
+    verify = sub.add_parser("verify", help="compare tables with the index; exit 1 on drift")
+    _add_config(verify)
+    verify.add_argument("--table", action="append", help="only this table (repeatable)")
+    verify.add_argument("--repair", action="store_true", help="fix the drift found")
+    verify.set_defaults(handler=_cmd_verify)
+
+    slot = sub.add_parser("slot", help="replication slot management")
+    slot_sub = slot.add_subparsers(dest="slot_command", required=True)
+    drop = slot_sub.add_parser("drop", help="drop the slot and its checkpoint (decommission)")
+    _add_config(drop)
+    drop.add_argument("--force", action="store_true", help="even if a connector is using it")
+    drop.set_defaults(handler=_cmd_slot_drop)
 
 
 def parse_filters(items: Sequence[str], fields: dict[str, str]) -> dict[str, FilterValue]:
@@ -180,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="connector",
         description="PostgreSQL (wal2json) -> Redis vector search, kept in sync in real time.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default: settings)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="default: settings")
     sub = parser.add_subparsers(dest="command", required=True)
 
     migrate = sub.add_parser("migrate", help="apply migrations/*.sql in order, once each")
@@ -223,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=10_000, help="documents to load")
     demo.set_defaults(handler=_cmd_demo)
 
+    _ops_parsers(sub)
     _dev_parser(sub)
     return parser
 
@@ -230,16 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _logging(args)
     handler: Handler = args.handler
     try:
         return handler(args)
     except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from connector.logs import redact
+
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -160,6 +160,29 @@ class PipelineSettings(_Section):
     tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     deadletter_max: int = Field(default=10_000, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)
+    # Keep the slot's confirmed position this far behind the checkpoint, so a Redis restored
+    # from a recent backup can `connector replay` instead of resynchronising (0 = confirm at once).
+    replay_window_s: float = Field(default=0.0, ge=0)
+    replay_window_bytes: int = Field(default=0, ge=0)
+    # Emit a logical message this often when the watched tables are idle, so the slot keeps
+    # moving on databases whose other writes do not reach it (0 = off).
+    heartbeat_s: float = Field(default=0.0, ge=0)
+    # Warn (log, metric, status) when the slot retains more WAL than this.
+    max_retained_wal_bytes: int = Field(default=1 << 30, gt=0)
+    # SIGTERM/SIGINT: finish the batch in flight, confirm, and exit within this deadline.
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ObservabilitySettings(_Section):
+    """Prometheus metrics and Kubernetes probes, and the log format."""
+
+    # /metrics, /healthz and /readyz on this port (0 = no HTTP server).
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a sidecar's probes come from outside the pod
+    # /readyz answers ready once streaming and at most this far behind the server's WAL.
+    ready_max_lag_bytes: int = Field(default=16 << 20, ge=0)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
 
 
 class Settings(BaseSettings):
@@ -177,6 +200,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     pipeline: PipelineSettings = PipelineSettings()
     chat: ChatSettings = ChatSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     tables: list[TableSettings] = Field(default_factory=list)
 
     @classmethod

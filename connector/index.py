@@ -149,6 +149,7 @@ class Checkpoint:
     lsn: Lsn
     system_id: str
     updated_at: float
+    commit_time: float | None = None
 
 
 def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
@@ -156,8 +157,12 @@ def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
     if not raw:
         return None
     data = {text(k): text(v) for k, v in raw.items()}
+    commit_time = float(data["commit_time"]) if data.get("commit_time") else None
     return Checkpoint(
-        Lsn.parse(data["lsn"]), data.get("system_id", ""), float(data.get("updated_at", 0))
+        Lsn.parse(data["lsn"]),
+        data.get("system_id", ""),
+        float(data.get("updated_at", 0)),
+        commit_time,
     )
 
 

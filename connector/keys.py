@@ -24,6 +24,11 @@ def checkpoint_key(slot: str) -> str:
     return f"connector:{slot}:checkpoint"
 
 
+def stats_key(slot: str) -> str:
+    """The daemon's counters, written every `pipeline.status_interval_s` for `status`."""
+    return f"connector:{slot}:stats"
+
+
 @dataclass(frozen=True, slots=True)
 class Keyspace:
     """The keys under one index prefix."""
@@ -39,6 +44,10 @@ class Keyspace:
 
     def row(self, table: str, key: str) -> str:
         return f"{self.prefix}:row:{table}:{key}"
+
+    @property
+    def row_prefix(self) -> str:
+        return f"{self.prefix}:row:"
 
     def row_pattern(self, table: str) -> str:
         return f"{self.prefix}:row:{table}:*"

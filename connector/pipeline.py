@@ -34,9 +34,12 @@ from connector.changes import Transaction
 from connector.config import Settings
 from connector.embeddings.base import Embedder
 from connector.errors import ConfigError, EmbeddingUnavailable, ReplicationError, ResyncNeeded
-from connector.index import Checkpoint, IndexWriter, read_checkpoint
+from connector.index import ApplyStats, Checkpoint, IndexWriter, read_checkpoint
+from connector.logs import redact
 from connector.lsn import Lsn
-from connector.redis_client import command, connect
+from connector.metrics import Metrics
+from connector.monitor import Monitor
+from connector.redis_client import command, connect, text
 from connector.replication import (
     Keepalive,
     ReplicationConnection,
@@ -128,19 +131,27 @@ class ChangeQueue:
 class Reader(threading.Thread):
     """Reads the slot, assembles transactions, queues them; sends the confirmed LSN back."""
 
-    def __init__(self, repl: ReplicationConnection, queue: ChangeQueue, stop: threading.Event):
+    def __init__(
+        self,
+        repl: ReplicationConnection,
+        queue: ChangeQueue,
+        stop: threading.Event,
+        confirmable: Callable[[], Lsn],
+    ):
         super().__init__(name="connector-reader", daemon=True)
         self.repl = repl
         self.queue = queue
         self.stop = stop
+        self.confirmable = confirmable
         self.error: BaseException | None = None
-        self.last_commit_time: float = 0.0
 
     def run(self) -> None:
         assembler = TransactionAssembler()
         try:
             while not self.stop.is_set():
+                received = 0
                 for message in self.repl.read(timeout_s=0.25):
+                    received += 1
                     if isinstance(message, Keepalive):
                         if not assembler.in_transaction:
                             self._put(Idle(message.wal_end))
@@ -148,13 +159,17 @@ class Reader(threading.Thread):
                     txn = assembler.feed(decode(message.payload, message.lsn))
                     if txn is not None:
                         self._put(txn)
-                self.repl.send_status()
+                self.repl.confirm(self.confirmable())
+                # When the stream is quiet, ask the server how far it has read: its keepalive
+                # lets the checkpoint (and the slot) move past WAL that holds no change of ours.
+                self.repl.send_status(reply=received == 0 and not assembler.in_transaction)
         except BaseException as exc:  # handed to the applier, which decides
             self.error = exc
             self.stop.set()
 
     def _put(self, item: Item) -> None:
         while not self.queue.put(item, timeout_s=0.5):
+            self.repl.confirm(self.confirmable())
             self.repl.send_status()  # keep the server from timing us out while we wait
             if self.stop.is_set():
                 return
@@ -166,14 +181,18 @@ class Durability(threading.Thread):
     def __init__(
         self,
         client: redis.Redis,
-        on_durable: Callable[[Lsn], None],
         wait_aof: bool,
         timeout_ms: int,
         stop: threading.Event,
+        window_s: float = 0.0,
+        window_bytes: int = 0,
     ) -> None:
         super().__init__(name="connector-durability", daemon=True)
         self.client = client
-        self.on_durable = on_durable
+        self.window_s = window_s
+        self.window_bytes = window_bytes
+        self._history: deque[tuple[float, Lsn]] = deque()
+        self._confirmable = Lsn(0)
         self.wait_aof = wait_aof
         self.timeout_ms = timeout_ms
         self.stop = stop
@@ -197,7 +216,8 @@ class Durability(threading.Thread):
                     target = self._applied
                 if target > self.durable and self._wait(target):
                     self.durable = target
-                    self.on_durable(target)
+                    with self._cond:
+                        self._history.append((time.monotonic(), target))
         except BaseException as exc:
             self.error = exc
             self.stop.set()
@@ -212,6 +232,19 @@ class Durability(threading.Thread):
             )
             return False
         return True
+
+    def confirmable(self) -> Lsn:
+        """The newest durable LSN that is also outside the replay window (what Postgres may
+        release): durable at least `window_s` ago and `window_bytes` behind the newest."""
+        now = time.monotonic()
+        with self._cond:
+            while self._history:
+                at, lsn = self._history[0]
+                if now - at < self.window_s or self.durable.value - lsn.value < self.window_bytes:
+                    break
+                self._confirmable = max(self._confirmable, lsn)
+                self._history.popleft()
+        return self._confirmable
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until everything applied is durable (for a clean shutdown)."""
@@ -228,20 +261,26 @@ def aof_enabled(client: redis.Redis) -> bool:
         config = client.config_get("appendonly")
     except redis.ResponseError:  # CONFIG disabled (managed Redis): assume what WAITAOF says
         return True
-    return str(config.get("appendonly", "no")) in ("yes", "b'yes'")
+    values = {text(k): text(v) for k, v in config.items()}
+    return values.get("appendonly", "no") == "yes"
 
 
 class Connector:
     """Follows the slot and keeps the Redis index equal to the configured tables."""
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(
+        self, settings: Settings, embedder: Embedder, metrics: Metrics | None = None
+    ) -> None:
         if not settings.tables:
             raise ConfigError("no tables configured: add a [[tables]] section")
         self.settings = settings
         self.embedder = embedder
+        self.metrics = metrics
         self.stop_event = threading.Event()
         self.checkpoint = Lsn(0)
         self.ready = threading.Event()
+        self._catch_up_to = Lsn(0)
+        self._monitor_lag: int | None = None
         self.writer: IndexWriter | None = None
 
     def stop(self) -> None:
@@ -262,8 +301,14 @@ class Connector:
                     break
                 if time.monotonic() - started > 30:
                     delay = 0.5
+                if self.metrics is not None:
+                    self.metrics.restarted(type(exc).__name__)
                 log.warning(
-                    "%s; reconnecting in %.1fs from checkpoint %s", exc, delay, self.checkpoint
+                    "%s; reconnecting in %.1fs from checkpoint %s",
+                    redact(str(exc)),
+                    delay,
+                    self.checkpoint,
+                    extra={"lsn": str(self.checkpoint)},
                 )
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, 30.0)
@@ -363,32 +408,49 @@ class Connector:
         start: Lsn,
     ) -> None:
         stop = threading.Event()
-        queue = ChangeQueue(self.settings.pipeline.queue_max_changes)
+        pipeline = self.settings.pipeline
+        queue = ChangeQueue(pipeline.queue_max_changes)
         repl.start(start, list(tables))
         durable_client = connect(self.settings.redis.url.get_secret_value())
         durability = Durability(
             durable_client,
-            repl.confirm,
             self.settings.redis.wait_aof and aof_enabled(client),
             self.settings.redis.wait_aof_timeout_ms,
             stop,
+            pipeline.replay_window_s,
+            pipeline.replay_window_bytes,
         )
-        reader = Reader(repl, queue, stop)
+        reader = Reader(repl, queue, stop, durability.confirmable)
+        monitor = Monitor(self.settings, client, self.embedder, self.metrics)
         durability.applied(start)
         durability.start()
         reader.start()
+        self._catch_up_to = self._server_wal_lsn()
         self.ready.set()
         try:
-            self._apply_loop(queue, writer, tables, durability, reader, stop)
+            self._apply_loop(queue, writer, tables, durability, reader, monitor, stop)
         finally:
             self.ready.clear()
             stop.set()
             reader.join(5)
             durability.join(5)
             durable_client.close()
+            monitor.close()
         for failed in (reader.error, durability.error):
             if failed is not None:
                 raise failed
+
+    def _server_wal_lsn(self) -> Lsn:
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        return Lsn.parse(str(row[0])) if row else Lsn(0)
+
+    def is_ready(self) -> bool:
+        """Streaming, caught up with what the server had at start, and not far behind now."""
+        if not self.ready.is_set() or self.checkpoint < self._catch_up_to:
+            return False
+        lag = self._monitor_lag
+        return lag is None or lag <= self.settings.observability.ready_max_lag_bytes
 
     def _apply_loop(
         self,
@@ -397,19 +459,29 @@ class Connector:
         tables: dict[str, TableInfo],
         durability: Durability,
         reader: Reader,
+        monitor: Monitor,
         stop: threading.Event,
     ) -> None:
         pipeline = self.settings.pipeline
         while not stop.is_set() and not self.stop_event.is_set():
             batch = queue.take(pipeline.batch_max_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
-            if batch:
-                self._apply(batch, writer, tables, durability)
+            if batch and self._apply(batch, writer, tables, durability):
+                monitor.activity()
+            monitor.tick(self.checkpoint, writer.stats)
+            self._monitor_lag = monitor.lag_bytes
         if self.stop_event.is_set() and reader.error is None:
-            durability.drain(5.0)
-            reader.stop.set()
-            reader.join(5)
-            with contextlib.suppress(Exception):
-                reader.repl.send_status(force=True)
+            self._shut_down(durability, reader)
+
+    def _shut_down(self, durability: Durability, reader: Reader) -> None:
+        """Confirm what Redis holds durably, then close the stream (SIGTERM / SIGINT)."""
+        deadline = self.settings.pipeline.shutdown_timeout_s
+        if not durability.drain(deadline / 2):
+            log.warning("Redis did not confirm the last write within %.1fs", deadline / 2)
+        reader.stop.set()
+        reader.join(deadline / 2)
+        with contextlib.suppress(Exception):
+            reader.repl.confirm(durability.confirmable())
+            reader.repl.send_status(force=True)
 
     def _apply(
         self,
@@ -417,25 +489,50 @@ class Connector:
         writer: IndexWriter,
         tables: dict[str, TableInfo],
         durability: Durability,
-    ) -> None:
+    ) -> bool:
+        """Apply one batch; True when it held row changes."""
+        started = time.monotonic()
         txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
         idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
+        changed = False
         if txns:
             effects = collect(txns, tables)
             target = max(effects.last_lsn, idle)
             last_commit = txns[-1].commit_time
             commit_time = last_commit.timestamp() if last_commit else None
-            if effects.rows or effects.truncated or effects.skipped:
-                writer.apply(effects, target, commit_time)
+            changed = bool(effects.rows or effects.truncated or effects.skipped)
+            if changed:
+                stats = writer.apply(effects, target, commit_time)
+                self._record(txns, stats, time.monotonic() - started)
             else:
                 writer.write_checkpoint(target, commit_time)
         elif idle > self.checkpoint:
             writer.write_checkpoint(idle)
             target = idle
         else:
-            return
+            return False
         self.checkpoint = max(self.checkpoint, target)
         durability.applied(self.checkpoint)
+        return changed
+
+    def _record(self, txns: list[Transaction], stats: ApplyStats, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        ops: dict[str, int] = {}
+        for txn in txns:
+            for change in txn.changes:
+                name = change.op.name.lower()
+                ops[name] = ops.get(name, 0) + 1
+        for name, count in ops.items():
+            self.metrics.changes_applied(name, count)
+        self.metrics.batch_applied(sum(ops.values()), seconds)
+        now = time.time()
+        for txn in txns:
+            if txn.commit_time is not None and txn.changes:
+                self.metrics.visible_after(now - txn.commit_time.timestamp())
+        if stats.dead_letters:
+            self.metrics.dead_lettered(stats.dead_letters)
+        self.metrics.set_checkpoint(txns[-1].commit_lsn.value)
 
 
 def _resync_reason(

@@ -260,14 +260,17 @@ class ReplicationConnection:
         if lsn > self.flush_lsn:
             self.flush_lsn = lsn
 
-    def send_status(self, force: bool = False, interval_s: float = 1.0) -> None:
-        """Standby status update: written = flushed = applied = the confirmed LSN."""
+    def send_status(
+        self, force: bool = False, interval_s: float = 1.0, reply: bool = False
+    ) -> None:
+        """Standby status update: written = flushed = applied = the confirmed LSN. With
+        `reply`, the server answers at once with a keepalive carrying how far it has sent."""
         now = time.monotonic()
         if not force and now - self._last_status < interval_s:
             return
         lsn = self.flush_lsn.value
         clock = int(time.time() * 1_000_000) - _PG_EPOCH_US
-        message = _STATUS.pack(b"r", lsn, lsn, lsn, clock, 0)
+        message = _STATUS.pack(b"r", lsn, lsn, lsn, clock, 1 if reply else 0)
         if self.conn.put_copy_data(message) != 1:
             raise ReplicationError(
                 f"cannot send a status update on slot {self.slot}: "

@@ -127,6 +127,7 @@ def make_settings(
         "redis": {"url": redis_url},
         "embedding": {"provider": "hashing", "dimensions": 256},
         "pipeline": {"batch_max_wait_ms": 2},
+        "observability": {"metrics_port": 0},
         "tables": tables if tables is not None else [DOCUMENTS],
     }
     for name, values in sections.items():

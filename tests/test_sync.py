@@ -365,7 +365,7 @@ def _write_config(path: Path, settings: Settings) -> Path:
             for key in [k for k, v in section.items() if v is None]:
                 del section[key]
     lines = []
-    for name in ("postgres", "redis", "embedding", "pipeline"):
+    for name in ("postgres", "redis", "embedding", "pipeline", "observability"):
         lines.append(f"[{name}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in data[name].items()]
     for table in data["tables"]:

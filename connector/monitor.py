@@ -1,0 +1,108 @@
+"""What the daemon checks every `pipeline.status_interval_s`: WAL the slot retains (warn past
+`max_retained_wal_bytes`), lag behind the server, heartbeats for idle tables, and the counters
+it leaves in Redis for `connector status`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import psycopg
+import redis
+
+from connector.config import Settings
+from connector.embeddings.base import Embedder
+from connector.index import ApplyStats
+from connector.keys import stats_key
+from connector.lsn import Lsn
+from connector.metrics import Metrics
+from connector.redis_client import Fields
+from connector.replication import conninfo
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PREFIX = "connector.heartbeat"
+
+
+class Monitor:
+    """Runs in the applier's thread between batches; each check is a few milliseconds."""
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis, embedder: Embedder, metrics: Metrics | None
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.embedder = embedder
+        self.metrics = metrics
+        self.lag_bytes: int | None = None
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._last_check = 0.0
+        self._last_activity = time.monotonic()
+        self._warned = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def activity(self) -> None:
+        """A batch with changes was applied: no heartbeat needed for a while."""
+        self._last_activity = time.monotonic()
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(conninfo(self.settings.postgres), autocommit=True)
+        return self._conn
+
+    def tick(self, checkpoint: Lsn, stats: ApplyStats) -> None:
+        now = time.monotonic()
+        pipeline = self.settings.pipeline
+        if pipeline.heartbeat_s and now - self._last_activity >= pipeline.heartbeat_s:
+            self._connection().execute(
+                "SELECT pg_logical_emit_message(true, %s, now()::text)", [HEARTBEAT_PREFIX]
+            )
+            self._last_activity = now
+        if now - self._last_check < pipeline.status_interval_s:
+            return
+        self._last_check = now
+        self._check_slot(checkpoint)
+        self._save_counters(stats)
+
+    def _check_slot(self, checkpoint: Lsn) -> None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT pg_current_wal_lsn()::text, restart_lsn::text FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                [self.settings.postgres.slot],
+            )
+            .fetchone()
+        )
+        if row is None:
+            return
+        current = Lsn.parse(str(row[0]))
+        retained = current.value - Lsn.parse(str(row[1])).value if row[1] else 0
+        self.lag_bytes = max(current.value - checkpoint.value, 0)
+        if self.metrics is not None:
+            self.metrics.set_retained_wal(retained)
+            self.metrics.set_checkpoint(checkpoint.value)
+        limit = self.settings.pipeline.max_retained_wal_bytes
+        if retained > limit and not self._warned:
+            log.warning(
+                "slot %s retains %d bytes of WAL (pipeline.max_retained_wal_bytes = %d): the "
+                "connector is falling behind or its confirmations are held (replay window?)",
+                self.settings.postgres.slot,
+                retained,
+                limit,
+                extra={"lsn": str(checkpoint)},
+            )
+        self._warned = retained > limit
+
+    def _save_counters(self, stats: ApplyStats) -> None:
+        fields: Fields = {}
+        for name, value in dataclasses.asdict(stats).items():
+            fields[f"rows_{name}"] = value
+        for name, value in dataclasses.asdict(self.embedder.stats).items():
+            fields[f"embedding_{name}"] = value
+        self.client.hset(stats_key(self.settings.postgres.slot), mapping=fields)
