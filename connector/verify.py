@@ -117,7 +117,7 @@ def compare_table(
         for n in range(len(want.hashes))
     }
     drift.chunks = len(wanted_chunks)
-    stale = set(drift.stale)
+    stale = {*drift.stale, *drift.missing}
     for chunk_key in chunk_keys - wanted_chunks.keys():
         drift.orphaned.append(chunk_key)
     _check_chunks(client, keys, table, wanted_chunks, chunk_keys, drift, stale)

@@ -18,6 +18,11 @@ from typing import Any
 from connector.embeddings.hashing import HashingEmbedder
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Connections cut by `stop()` are expected: no traceback on stderr."""
+
+
 @dataclass
 class Fault:
     status: int
@@ -60,7 +65,7 @@ class FakeOpenAI:
 
     def start(self) -> FakeOpenAI:
         handler = _handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server = _QuietServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
