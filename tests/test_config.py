@@ -97,3 +97,27 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     settings = load_settings(example)
     assert settings.tables
+
+
+def test_example_config_documents_every_setting() -> None:
+    from pydantic import BaseModel
+
+    from connector.config import Settings
+
+    example = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text()
+    sections = example.split("\n[")
+    missing = []
+    for name, field in Settings.model_fields.items():
+        model = field.annotation
+        if name == "tables":
+            from connector.config import TableSettings as model
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        text = next((s for s in sections if s.startswith(name) or s.startswith(f"[{name}")), "")
+        for setting in model.model_fields:
+            if (
+                f"\n{setting} =" not in text
+                and f"\n# {setting} =" not in text
+                and (f"{setting}:" not in text)
+            ):
+                missing.append(f"{name}.{setting}")
+    assert not missing, f"config.example.toml does not document: {missing}"
