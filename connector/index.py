@@ -33,16 +33,20 @@ from connector.errors import (
 )
 from connector.keys import Keyspace, checkpoint_key
 from connector.lsn import Lsn
-from connector.pgtypes import metadata_field
+from connector.pgtypes import TAG_SEPARATOR, metadata_field
 from connector.redis_client import Fields, command, text
 from connector.rows import BatchEffects, RowState
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _MAX_ATTEMPTS = 20
 RESERVED_FIELDS = frozenset({"content", "embedding", "table", "pk", "chunk", "lsn"})
-_FIELD_ARGS = {"tag": ["TAG", "SEPARATOR", ","], "numeric": ["NUMERIC"], "text": ["TEXT"]}
+_FIELD_ARGS = {
+    "tag": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
+    "numeric": ["NUMERIC"],
+    "text": ["TEXT"],
+}
 
 
 def text_hash(text: str) -> str:

@@ -168,6 +168,11 @@ def _parse_bytea_escape(text: str) -> bytes:
 # --------------------------------------------------------------------------- array literals
 
 
+# Tag fields are indexed with this separator (not ","), so a scalar value holding a comma stays
+# one tag and a filter matches it literally; array elements are joined with it.
+TAG_SEPARATOR = "\x1f"
+
+
 def parse_array(text: str, delimiter: str = ",") -> list[Any]:
     """Parse an array literal (`{a,"b,c",NULL,{1,2}}`) into nested lists of str and None.
 
@@ -310,7 +315,7 @@ def metadata_field(value: PgValue, kind: MetadataKind) -> str | float | None:
     numeric: numbers as float, booleans 1/0, timestamps and dates as POSIX seconds (naive
     timestamps and dates taken as UTC), numeric-looking text parsed; anything else None so a
     bad value leaves the attribute out rather than failing the row. tag: array elements joined
-    with "," (NULL elements left out), booleans "true"/"false", anything else its text.
+    with TAG_SEPARATOR (NULL elements left out), booleans "true"/"false", anything else its text.
     text: the text.
     """
     if value.text is None:
@@ -340,18 +345,25 @@ def _numeric_field(value: PgValue) -> float | None:
     return None
 
 
+def tag_text(text: str) -> str:
+    """One tag as the index holds it: the separator cannot occur inside, ends are trimmed.
+    Queries normalise their values the same way, so a value always matches itself."""
+    return text.replace(TAG_SEPARATOR, " ").strip()
+
+
 def _tag_field(text: str, type_name: str) -> str | None:
     base, is_array = _base_type(type_name)
     is_bool = base in _BOOL_TYPES
     if not is_array:
-        return _bool_tag(text) if is_bool else text
+        return tag_text(_bool_tag(text) if is_bool else text) or None
     try:
         elements = _flatten(parse_array(text))
     except ValueError:
-        return text
+        return tag_text(text) or None
     if is_bool:
         elements = [_bool_tag(element) for element in elements]
-    return ",".join(elements) if elements else None
+    tags = [tag for tag in (tag_text(element) for element in elements) if tag]
+    return TAG_SEPARATOR.join(tags) if tags else None
 
 
 def _bool_tag(text: str) -> str:

@@ -5,8 +5,8 @@ model is refused), runs a KNN query with optional tag / numeric / text filters, 
 it with a full-text (BM25) query, and can first wait until the index has applied a given LSN
 (read-your-writes for an application that just committed).
 
-User values never become query syntax: tag and text values are escaped character by character,
-numbers are parsed as numbers, and field names must be metadata fields of the index.
+User values never become query syntax: tag and text values travel as query parameters
+(PARAMS), numbers are parsed as numbers, and field names must be metadata fields of the index.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from connector.errors import ConnectorError, RedisIndexError
 from connector.index import IndexSpec, check_meta, embedding_meta, index_specs
 from connector.keys import checkpoint_key, decode_key
 from connector.lsn import Lsn
+from connector.pgtypes import TAG_SEPARATOR, tag_text
 from connector.redis_client import command, connect, search_docs, text
 
 FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
@@ -54,54 +55,75 @@ class Hit:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def escape_tag(value: str) -> str:
-    """A tag value matched literally: every character that is not a letter/digit is escaped."""
-    return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in value)
+@dataclass(slots=True)
+class Query:
+    """A RediSearch query whose user values all travel as PARAMS, never as query syntax: the
+    query string holds only field names (checked against the index) and parameter names."""
 
+    clauses: list[str] = field(default_factory=list)
+    params: dict[str, str | bytes] = field(default_factory=dict)
 
-def escape_text(value: str) -> str:
-    return escape_tag(value)
+    def param(self, value: str | bytes) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return "$" + name
+
+    @property
+    def where(self) -> str:
+        return " ".join(self.clauses) or "*"
+
+    def args(self) -> list[str | bytes]:
+        flat: list[str | bytes] = ["PARAMS", str(2 * len(self.params))] if self.params else []
+        for name, value in self.params.items():
+            flat += [name, value]
+        return flat
 
 
 def _number(value: object, name: str) -> str:
-    if value is None:
-        return "inf"
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"filter {name}: {value!r} is not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"filter {name}: {value!r} is not a number") from None
     if number != number:
         raise ValueError(f"filter {name}: NaN is not a valid bound")
     return repr(number)
 
 
-def filter_clause(fields: Mapping[str, str], filters: Mapping[str, FilterValue] | None) -> str:
-    """RediSearch filter syntax for `filters` ({field: value}); "*" when there are none."""
-    clauses = []
+def build_query(fields: Mapping[str, str], filters: Mapping[str, FilterValue] | None) -> Query:
+    """The filter part of a query for `filters` ({field: value}); matches all when empty."""
+    query = Query()
     for name, value in (filters or {}).items():
         kind = fields.get(name)
         if kind is None:
             known = ", ".join(sorted(fields)) or "none"
             raise ValueError(f"unknown filter field {name!r} (metadata fields: {known})")
-        clauses.append(_clause(name, kind, value))
-    return " ".join(clauses) or "*"
+        query.clauses.append(_clause(query, name, kind, value))
+    return query
 
 
-def _clause(name: str, kind: str, value: FilterValue) -> str:
+def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
     if kind == "tag":
         values = [value] if isinstance(value, str | int | float) else list(value)
-        tags = " | ".join(escape_tag(str(v)) for v in values)
-        return f"@{name}:{{{tags}}}"
+        texts = [tag_text(str(v)) for v in values]  # as the index holds them
+        if not texts or not all(texts):
+            raise ValueError(f"filter {name}: tag values must not be empty")
+        # RediSearch still reads backslash escapes in a tag parameter: double them.
+        params = [query.param(t.replace("\\", "\\\\")) for t in texts]
+        return f"@{name}:{{" + " | ".join(params) + "}"
     if kind == "numeric":
         if isinstance(value, tuple):
             low, high = value
             low_text = "-inf" if low is None else _number(low, name)
-            return f"@{name}:[{low_text} {_number(high, name)}]"
+            high_text = "+inf" if high is None else _number(high, name)
+            return f"@{name}:[{low_text} {high_text}]"
         exact = _number(value, name)
         return f"@{name}:[{exact} {exact}]"
     words = _WORD.findall(str(value))
     if not words:
         raise ValueError(f"filter {name}: no words to match in {value!r}")
-    return f"@{name}:(" + " ".join(escape_text(w) for w in words) + ")"
+    return f"@{name}:(" + " ".join(query.param(w) for w in words) + ")"
 
 
 class Searcher:
@@ -192,27 +214,26 @@ class Searcher:
         self._check_model()
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
-        where = filter_clause(self.spec.fields, filters)
         vector = self.embed_query(text)
-        hits = self._knn(vector, where, k if not hybrid else 2 * k)
+        hits = self._knn(vector, build_query(self.spec.fields, filters), k if not hybrid else 2 * k)
         if hybrid:
-            hits = _fuse(hits, self._bm25(text, where, 2 * k))
+            hits = _fuse(hits, self._bm25(text, build_query(self.spec.fields, filters), 2 * k))
         return hits[:k]
 
     def _returned(self) -> list[str]:
         return ["content", "table", "pk", "chunk", *self.spec.fields]
 
-    def _knn(self, vector: bytes, where: str, k: int) -> list[Hit]:
+    def _knn(self, vector: bytes, query: Query, k: int) -> list[Hit]:
         fields = [*self._returned(), "__score"]
+        where = query.where
+        ef = max(_MIN_EF, 4 * k)
+        knn = f"[KNN {k} @embedding {query.param(vector)} EF_RUNTIME {ef} AS __score]"
         raw = command(
             self.client,
             "FT.SEARCH",
             self.spec.name,
-            f"({where})=>[KNN {k} @embedding $vec EF_RUNTIME {max(_MIN_EF, 4 * k)} AS __score]",
-            "PARAMS",
-            "2",
-            "vec",
-            vector,
+            f"({where})=>{knn}",
+            *query.args(),
             "SORTBY",
             "__score",
             "ASC",
@@ -227,19 +248,18 @@ class Searcher:
         )
         return [self._hit(values, 1.0 - float(values.get("__score", "1"))) for values in _docs(raw)]
 
-    def _bm25(self, text: str, where: str, k: int) -> list[Hit]:
+    def _bm25(self, text: str, query: Query, k: int) -> list[Hit]:
         words = _WORD.findall(text)
         if not words:
             return []
-        query = "@content:(" + " | ".join(escape_text(w) for w in words) + ")"
-        if where != "*":
-            query = f"{query} {where}"
+        query.clauses.insert(0, "@content:(" + " | ".join(query.param(w) for w in words) + ")")
         fields = self._returned()
         raw = command(
             self.client,
             "FT.SEARCH",
             self.spec.name,
-            query,
+            query.where,
+            *query.args(),
             "RETURN",
             str(len(fields)),
             *fields,
@@ -258,7 +278,9 @@ class Searcher:
             chunk=int(values.get("chunk", "0") or 0),
             content=values.get("content", ""),
             score=score,
-            metadata={f: values[f] for f in self.spec.fields if f in values},
+            metadata={
+                f: values[f].replace(TAG_SEPARATOR, ",") for f in self.spec.fields if f in values
+            },
         )
 
 

@@ -321,9 +321,9 @@ def test_tag_fields() -> None:
     assert tag("t", "boolean") == "true"
     assert tag("f", "boolean") == "false"
     assert tag("42", "integer") == "42"
-    assert tag('{a,"b c",NULL,d}', "text[]") == "a,b c,d"
-    assert tag("{{1,2},{3,4}}", "integer[]") == "1,2,3,4"
-    assert tag("{t,f}", "boolean[]") == "true,false"
+    assert tag('{a,"b c",NULL,d}', "text[]") == "a\x1fb c\x1fd"  # TAG_SEPARATOR
+    assert tag("{{1,2},{3,4}}", "integer[]") == "1\x1f2\x1f3\x1f4"
+    assert tag("{t,f}", "boolean[]") == "true\x1ffalse"
     assert tag("{}", "text[]") is None
     assert tag("{NULL}", "text[]") is None
     assert tag("{broken", "text[]") == "{broken"

@@ -1,0 +1,160 @@
+"""Security of inputs and secrets: user strings cannot change a query's meaning, secrets never
+reach output, and the least-privilege role from migrations/ is all the connector needs."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.changes import PgValue
+from connector.devservices import free_port
+from connector.embeddings import HashingEmbedder
+from connector.index import IndexSpec, ensure_index
+from connector.pgtypes import metadata_field, tag_text
+from connector.query import Searcher
+from connector.redis_client import connect
+from tests.conftest import make_settings
+from tests.fake_openai import FakeOpenAI
+from tests.test_operations import cli, insert
+from tests.test_sync import _spawn, _write_config, assert_index_equals_table, synced
+
+SPEC = IndexSpec("sec", {"source": "tag", "title": "text", "n": "numeric"}, ("public.t",))
+EMBEDDER = HashingEmbedder(32)
+
+
+@pytest.fixture(scope="module")
+def index(services: object) -> Iterator[Searcher]:
+    from tests.conftest import Services
+
+    assert isinstance(services, Services)
+    client = connect(services.redis_url)
+    client.flushall()
+    ensure_index(client, SPEC, EMBEDDER)
+    yield Searcher(client, SPEC, EMBEDDER, "sec_slot")
+    client.flushall()
+    client.close()
+
+
+_counter = iter(range(10**9))
+# Any text PostgreSQL can hold (no NUL), of assigned code points: punctuation, query syntax,
+# control characters, quotes, backslashes, emoji, CJK, right-to-left text...
+user_text = st.text(
+    st.characters(blacklist_categories=("Cs", "Co", "Cn"), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=user_text)
+def test_no_string_changes_the_meaning_of_a_query(index: Searcher, value: str) -> None:
+    key = str(next(_counter))
+    vector = EMBEDDER.embed([value])[0]
+    tag = metadata_field(PgValue(value, "text"), "tag")
+    assert tag is not None or not tag_text(value)
+    index.client.hset(
+        f"sec:chunk:public.t:{key}:0",
+        mapping={"content": value, "embedding": vector, "table": "public.t", "pk": key,
+                 "chunk": 0, "source": tag or "", "title": value, "n": 1},
+    )  # fmt: skip
+    if not tag:
+        with pytest.raises(ValueError, match="must not be empty"):
+            index.search(value, k=50, filters={"source": value})
+        return
+    hits = index.search(value, k=50, filters={"source": value})
+    assert (key,) in [hit.key for hit in hits], f"tag {value!r} did not match itself"
+    assert all(hit.metadata["source"] == tag for hit in hits), "tag matched other values"
+    index.search(value, k=5, hybrid=True)  # free text: never a syntax error
+    try:
+        index.search(value, k=5, filters={"title": value, "n": (0, 2)})
+    except ValueError as exc:  # a value with no words at all cannot be a text filter
+        assert "no words" in str(exc)
+    with pytest.raises(ValueError):
+        index.search("x", filters={value: "x"} if value not in SPEC.fields else {"n": value})
+
+
+def test_a_nul_in_a_filter_matches_nothing_and_breaks_nothing(index: Searcher) -> None:
+    assert index.search("x", k=5, filters={"source": "\x00"}) == []
+    assert index.search("\x00 x", k=5, hybrid=True) is not None
+
+
+SECRET_PG = "pg-S3cret-pw"
+SECRET_REDIS = "redis-S3cret-pw"
+SECRET_KEY = "sk-test-S3cretApiKey0123456789"
+
+
+def test_secrets_never_reach_output_logs_status_or_metrics(
+    migrated_dsn: str, redis_url: str, tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    admin = connect(redis_url)
+    admin.execute_command("ACL", "SETUSER", "tester", "on", f">{SECRET_REDIS}", "~*", "&*", "+@all")  # type: ignore[no-untyped-call]
+    dsn = psycopg.conninfo.make_conninfo(migrated_dsn, password=SECRET_PG)
+    url = redis_url.replace("redis://", f"redis://tester:{SECRET_REDIS}@")
+    port = free_port()
+    settings_ = make_settings(
+        dsn,
+        url,
+        embedding={"provider": "openai", "model": "text-embedding-3-small", "dimensions": 64,
+                   "base_url": fake_openai.url, "api_key": SECRET_KEY},
+        observability={"metrics_port": port, "metrics_host": "127.0.0.1"},
+    )  # fmt: skip
+    config = _write_config(tmp_path / "connector.toml", settings_)
+    log = tmp_path / "connector.log"
+    process = _spawn(config, log)
+    outputs = []
+    try:
+        insert(migrated_dsn, (1, "secret test", "a row to index"))
+        synced(settings_, migrated_dsn, timeout_s=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            outputs.append(response.read().decode())
+        for args in (("status",), ("status", "--json"), ("verify",), ("search", "row")):
+            done = cli(config, *args)
+            outputs += [done.stdout, done.stderr]
+        bad = _write_config(tmp_path / "bad.toml", make_settings(
+            psycopg.conninfo.make_conninfo(dsn, port=str(free_port())), url))  # fmt: skip
+        done = cli(bad, "status")
+        assert done.returncode != 0
+        outputs += [done.stdout, done.stderr]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        admin.execute_command("ACL", "DELUSER", "tester")  # type: ignore[no-untyped-call]
+        admin.close()
+    outputs.append(log.read_text())
+    everything = "\n".join(outputs)
+    assert "error" in everything.lower() or "connection" in everything.lower()
+    for secret in (SECRET_PG, SECRET_REDIS, SECRET_KEY):
+        assert secret not in everything
+
+
+def test_the_migrations_role_is_all_the_connector_needs(
+    migrated_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    insert(migrated_dsn, *[(i, f"title {i}", f"existing body {i}") for i in range(1, 20)])
+    role_dsn = psycopg.conninfo.make_conninfo(migrated_dsn, user="connector")
+    settings_ = make_settings(role_dsn, redis_url, pipeline={"heartbeat_s": 0.2})
+    config = _write_config(tmp_path / "connector.toml", settings_)
+    log = tmp_path / "connector.log"
+    process = _spawn(config, log)
+    try:
+        time.sleep(0.5)
+        insert(migrated_dsn, (100, "streamed", "after the snapshot"))
+        synced(settings_, migrated_dsn, timeout_s=60)
+        assert_index_equals_table(settings_, migrated_dsn)
+        for args in (("status",), ("verify",), ("resync",), ("search", "streamed")):
+            done = cli(config, *args)
+            assert done.returncode == 0, f"{args}: {done.stdout} {done.stderr}"
+        assert "permission denied" not in log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()
