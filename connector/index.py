@@ -387,21 +387,23 @@ class IndexWriter:
         if state.deleted:
             return plan
         missing = state.missing_content
-        if missing and len(missing) == len(state.table.settings.content) and manifest:
+        every = len(missing) == len(state.table.settings.content)
+        if missing and every and manifest and not state.inserted:
             plan.metadata_only = True  # no content column changed: keep chunks and vectors
             return plan
         if missing:
-            letters.append(
-                (
-                    _as_change(state),
-                    f"table {state.table.name}: UPDATE left out unchanged content column(s) "
-                    f"{', '.join(missing)} and their old text is not known; run ALTER TABLE "
-                    f"{state.table.name} REPLICA IDENTITY FULL so updates carry it",
-                )
-            )
+            letters.append((_as_change(state), _missing_columns_error(state, missing)))
             return None
         plan.chunks = self._chunkers[state.table.name].chunk(state.text())
         plan.hashes = [text_hash(chunk) for chunk in plan.chunks]
+        if not plan.chunks:
+            log.warning(
+                "row %s of %s has no text to index (content NULL, empty or blank): it is kept "
+                "out of search results",
+                state.key,
+                state.table.name,
+                extra={"table": state.table.name, "lsn": str(state.lsn)},
+            )
         return plan
 
     def _embed(self, plans: list[_Plan], stats: ApplyStats) -> dict[int, str]:
@@ -610,6 +612,20 @@ class IndexWriter:
                 approximate=True,
             )
             stats.dead_letters += 1
+
+
+def _missing_columns_error(state: RowState, missing: list[str]) -> str:
+    columns = ", ".join(missing)
+    if state.inserted:
+        return (
+            f"table {state.table.name}: the INSERT has no column {columns}: was it dropped or "
+            "renamed? Fix [[tables]] content (then `connector resync`)"
+        )
+    return (
+        f"table {state.table.name}: the UPDATE left out content column(s) {columns} (unchanged "
+        "TOASTed values, or dropped/renamed columns) and their text is not known: run ALTER "
+        f"TABLE {state.table.name} REPLICA IDENTITY FULL so updates carry it"
+    )
 
 
 def _as_change(state: RowState) -> RowChange:

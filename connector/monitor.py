@@ -66,8 +66,25 @@ class Monitor:
         if now - self._last_check < pipeline.status_interval_s:
             return
         self._last_check = now
+        self._check_tables()
         self._check_slot(checkpoint)
         self._save_counters(stats)
+
+    def _check_tables(self) -> None:
+        """A renamed or dropped table sends nothing more: say so loudly, every check."""
+        for table in self.settings.tables:
+            row = (
+                self._connection()
+                .execute("SELECT to_regclass(%s)", [table.qualified_name])
+                .fetchone()
+            )
+            if row is None or row[0] is None:
+                log.error(
+                    "table %s no longer exists (renamed or dropped?): its changes cannot be "
+                    "followed. Fix [[tables]] name and restart, or remove it from the settings",
+                    table.qualified_name,
+                    extra={"table": table.qualified_name},
+                )
 
     def _check_slot(self, checkpoint: Lsn) -> None:
         row = (

@@ -27,6 +27,7 @@ class RowState:
     lsn: Lsn  # commit LSN of the last transaction that touched it
     deleted: bool
     values: dict[str, PgValue] = field(default_factory=dict)
+    inserted: bool = False  # the last change was an INSERT (all columns were sent)
 
     @property
     def missing_content(self) -> list[str]:
@@ -97,7 +98,9 @@ def _apply_change(effects: BatchEffects, table: TableInfo, change: RowChange, ls
     values = dict(change.new)
     if change.op is Op.UPDATE:
         _fill_unchanged(values, table, change.old, previous)
-    effects.rows[(table.name, key)] = RowState(table, key, lsn, deleted=False, values=values)
+    effects.rows[(table.name, key)] = RowState(
+        table, key, lsn, deleted=False, values=values, inserted=change.op is Op.INSERT
+    )
 
 
 def _fill_unchanged(
