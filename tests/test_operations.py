@@ -163,6 +163,12 @@ def test_slot_dropped_while_stopped_is_recreated_and_resynchronised(
     synced(settings, migrated_dsn)
     running.stop()
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while conn.execute(  # the walsender may take a moment to let go of the slot
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'test_slot'"
+        ).fetchone() != (False,):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         conn.execute("SELECT pg_drop_replication_slot('test_slot')")
         conn.execute("DELETE FROM documents WHERE id = 1")  # lost with the slot...
         conn.execute("INSERT INTO documents (id, title, body) VALUES (3, 'c', 'three')")
