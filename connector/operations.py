@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 def _slot_idle_or_fail(conn: psycopg.Connection[tuple[object, ...]], settings: Settings) -> Lsn:
     """The slot's confirmed position; it must exist and no connector may be streaming it."""
     info = slot_info(conn, settings.postgres.slot)
+    deadline = time.monotonic() + 5  # a connector that just stopped lets go within moments
+    while info is not None and info.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+        info = slot_info(conn, settings.postgres.slot)
     if info is None:
         raise SlotLostError(
             f"slot {settings.postgres.slot} does not exist, so it holds no changes to replay: "
