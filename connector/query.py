@@ -224,52 +224,27 @@ class Searcher:
         return ["content", "table", "pk", "chunk", *self.spec.fields]
 
     def _knn(self, vector: bytes, query: Query, k: int) -> list[Hit]:
-        fields = [*self._returned(), "__score"]
         where = query.where
         ef = max(_MIN_EF, 4 * k)
         knn = f"[KNN {k} @embedding {query.param(vector)} EF_RUNTIME {ef} AS __score]"
-        raw = command(
-            self.client,
-            "FT.SEARCH",
-            self.spec.name,
-            f"({where})=>{knn}",
-            *query.args(),
-            "SORTBY",
-            "__score",
-            "ASC",
-            "RETURN",
-            str(len(fields)),
-            *fields,
-            "LIMIT",
-            "0",
-            str(k),
-            "DIALECT",
-            "2",
-        )
-        return [self._hit(values, 1.0 - float(values.get("__score", "1"))) for values in _docs(raw)]
+        found = self._run(f"({where})=>{knn}", query, k, ["SORTBY", "__score", "ASC"])
+        return [self._hit(values, 1.0 - float(values.get("__score", "1"))) for values in found]
 
     def _bm25(self, text: str, query: Query, k: int) -> list[Hit]:
         words = _WORD.findall(text)
         if not words:
             return []
         query.clauses.insert(0, "@content:(" + " | ".join(query.param(w) for w in words) + ")")
-        fields = self._returned()
+        return [self._hit(values, 0.0) for values in self._run(query.where, query, k, [])]
+
+    def _run(self, text: str, query: Query, k: int, sort: list[str]) -> list[dict[str, str]]:
+        """FT.SEARCH with the query's parameters, returning the hits' fields."""
+        fields = [*self._returned(), *(["__score"] if sort else [])]
         raw = command(
-            self.client,
-            "FT.SEARCH",
-            self.spec.name,
-            query.where,
-            *query.args(),
-            "RETURN",
-            str(len(fields)),
-            *fields,
-            "LIMIT",
-            "0",
-            str(k),
-            "DIALECT",
-            "2",
-        )
-        return [self._hit(values, 0.0) for values in _docs(raw)]
+            self.client, "FT.SEARCH", self.spec.name, text, *query.args(), *sort,
+            "RETURN", str(len(fields)), *fields, "LIMIT", "0", str(k), "DIALECT", "2",
+        )  # fmt: skip
+        return _docs(raw)
 
     def _hit(self, values: dict[str, str], score: float) -> Hit:
         return Hit(
