@@ -42,6 +42,9 @@ class PostgresSettings(_Section):
     sslcert: str | None = None
     sslkey: str | None = None
     connect_timeout_s: int = Field(default=10, gt=0)
+    # No message from the server for this long (the connector asks for one every second when
+    # idle) means the connection is dead: reconnect from the checkpoint.
+    stream_timeout_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _check_slot(self) -> PostgresSettings:

@@ -4,9 +4,12 @@ it leaves in Redis for `connector status`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 import psycopg
 import redis
@@ -15,6 +18,7 @@ from connector.config import Settings
 from connector.embeddings.base import Embedder
 from connector.index import ApplyStats
 from connector.keys import stats_key
+from connector.logs import redact
 from connector.lsn import Lsn
 from connector.metrics import Metrics
 from connector.redis_client import Fields
@@ -25,12 +29,21 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PREFIX = "connector.heartbeat"
 
 
-class Monitor:
-    """Runs in the applier's thread between batches; each check is a few milliseconds."""
+class Monitor(threading.Thread):
+    """Runs in a thread of its own, so a Postgres connection gone silent (its queries block)
+    never stalls the applier: the reader notices the dead stream and the pipeline restarts."""
 
     def __init__(
-        self, settings: Settings, client: redis.Redis, embedder: Embedder, metrics: Metrics | None
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        embedder: Embedder,
+        metrics: Metrics | None,
+        position: Callable[[], tuple[Lsn, ApplyStats]],
     ) -> None:
+        super().__init__(name="connector-monitor", daemon=True)
+        self.position = position
+        self.halt = threading.Event()
         self.settings = settings
         self.client = client
         self.embedder = embedder
@@ -41,10 +54,23 @@ class Monitor:
         self._last_activity = time.monotonic()
         self._warned = False
 
+    def run(self) -> None:
+        while not self.halt.wait(0.2):
+            try:
+                self.tick(*self.position())
+            except Exception as exc:  # a failed check must not stop the checks
+                log.warning("slot check failed: %s", redact(str(exc)))
+                self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.halt.set()
+        self._drop_connection()
 
     def activity(self) -> None:
         """A batch with changes was applied: no heartbeat needed for a while."""

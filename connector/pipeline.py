@@ -45,6 +45,7 @@ from connector.replication import (
     ReplicationConnection,
     SlotInfo,
     conninfo,
+    release_stale_slot,
     slot_info,
 )
 from connector.resync import copy_tables
@@ -147,10 +148,18 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         assembler = TransactionAssembler()
+        timeout_s = self.repl.settings.stream_timeout_s
+        last_message = time.monotonic()
         try:
             while not self.stop.is_set():
                 received = 0
+                if time.monotonic() - last_message > timeout_s:
+                    raise ReplicationError(
+                        f"no message from the server on slot {self.repl.slot} for {timeout_s:.0f}s "
+                        "(postgres.stream_timeout_s): the connection is dead; reconnecting"
+                    )
                 for message in self.repl.read(timeout_s=0.25):
+                    last_message = time.monotonic()
                     received += 1
                     if isinstance(message, Keepalive):
                         if not assembler.in_transaction:
@@ -359,6 +368,9 @@ class Connector:
         slot = self.settings.postgres.slot
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
             info = slot_info(conn, slot)
+            if info is not None and info.active:
+                release_stale_slot(conn, slot, self.settings.postgres.stream_timeout_s)
+                info = slot_info(conn, slot)
         checkpoint = read_checkpoint(client, slot)
         reason = _resync_reason(info, checkpoint, writer.system_id)
         if reason is None and checkpoint is not None:
@@ -421,10 +433,14 @@ class Connector:
             pipeline.replay_window_bytes,
         )
         reader = Reader(repl, queue, stop, durability.confirmable)
-        monitor = Monitor(self.settings, client, self.embedder, self.metrics)
+        monitor = Monitor(
+            self.settings, client, self.embedder, self.metrics,
+            lambda: (self.checkpoint, writer.stats),
+        )  # fmt: skip
         durability.applied(start)
         durability.start()
         reader.start()
+        monitor.start()
         self._catch_up_to = self._server_wal_lsn()
         self.ready.set()
         try:
@@ -467,7 +483,6 @@ class Connector:
             batch = queue.take(pipeline.batch_max_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
             if batch and self._apply(batch, writer, tables, durability):
                 monitor.activity()
-            monitor.tick(self.checkpoint, writer.stats)
             self._monitor_lag = monitor.lag_bytes
         if self.stop_event.is_set() and reader.error is None:
             self._shut_down(durability, reader)

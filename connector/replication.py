@@ -34,7 +34,17 @@ _SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=1
 
 def conninfo(settings: PostgresSettings, **extra: str) -> str:
     """The libpq connection string: the DSN plus the TLS and timeout settings."""
-    params: dict[str, str] = {"connect_timeout": str(settings.connect_timeout_s)}
+    params: dict[str, str] = {
+        "connect_timeout": str(settings.connect_timeout_s),
+        # A connection that goes silent (partition, dead host, NAT timeout: no FIN, no RST) must
+        # fail within seconds rather than block forever: TCP keepalives for idle sockets, and a
+        # bound on unacknowledged sends.
+        "keepalives": "1",
+        "keepalives_idle": "5",
+        "keepalives_interval": "2",
+        "keepalives_count": "3",
+        "tcp_user_timeout": str(int(settings.stream_timeout_s * 1000)),
+    }
     for name in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
         value = getattr(settings, name)
         if value:
@@ -281,6 +291,41 @@ class ReplicationConnection:
 
 
 # --------------------------------------------------------------------------- plain SQL helpers
+
+
+def release_stale_slot(
+    conn: psycopg.Connection[tuple[object, ...]], slot: str, silent_for_s: float
+) -> bool:
+    """End the walsender still holding `slot` for a connection that died without closing (its
+    client has sent no status for `silent_for_s`; a live connector sends one every second).
+    Raises ReplicationError when a live client holds it. True when one was ended."""
+    row = conn.execute(
+        "SELECT s.active_pid, extract(epoch FROM now() - coalesce(r.reply_time, r.backend_start)) "
+        "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
+        "WHERE s.slot_name = %s AND s.active",
+        [slot],
+    ).fetchone()
+    if row is None:
+        return False
+    pid, silent = row[0], float(str(row[1])) if row[1] is not None else None
+    if silent is not None and silent < silent_for_s:
+        raise ReplicationError(
+            f"slot {slot} is in use by another live connection (walsender pid {pid}): one "
+            "connector per slot; stop the other one or choose another postgres.slot"
+        )
+    log.warning("slot %s is held by a dead connection (walsender pid %s, silent %.0fs): ending it",
+                slot, pid, silent or 0.0)  # fmt: skip
+    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    for _ in range(50):
+        if (
+            conn.execute(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active", [slot]
+            ).fetchone()
+            is None
+        ):
+            break
+        time.sleep(0.1)
+    return True
 
 
 def slot_info(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> SlotInfo | None:

@@ -1,0 +1,170 @@
+"""3. freshness: how long after its commit a row can be found by search().
+
+A writer commits single-row transactions at a steady rate. The moment a row becomes visible is
+taken from Redis itself: a keyspace notification (`notify-keyspace-events Kh`) of the HSET of
+the row's first chunk reaches a subscriber in this process as soon as the connector's MULTI/EXEC
+that carries it has run, so commit -> visible is measured per row, exactly, with no polling
+interval in the figure. A lone commit on an idle system is also measured through the public
+path: `search(..., min_lsn=pg_current_wal_lsn())` right after the commit (read-your-writes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import redis
+
+from bench.data import short_rows
+from bench.env import INDEX, TABLE, ConnectorProcess, Services, current_lsn, scenario
+from bench.report import BenchResult, fmt
+from bench.sizes import Sizes
+from bench.stats import summary
+from connector.keys import Keyspace
+from connector.query import search
+
+P99_TARGET_MS = 50.0
+P99_TARGET_RATE = 200
+LONE_TARGET_MS = 20.0
+_INSERT = "INSERT INTO documents (id, title, body, source, tags) VALUES (%s, %s, %s, %s, %s)"
+
+
+class Observer(threading.Thread):
+    """Records when the first chunk of each row is written (keyspace notifications)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="bench-observer", daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.client.config_set("notify-keyspace-events", "Kh")
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(f"__keyspace@0__:{Keyspace(INDEX).chunk_prefix}{TABLE}:*")
+        self.seen: dict[int, float] = {}
+        self.cond = threading.Condition()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is None or message["data"] != b"hset":
+                continue
+            at = time.perf_counter()
+            _prefix, key, chunk = message["channel"].rsplit(b":", 2)
+            if chunk == b"0":
+                with self.cond:
+                    self.seen.setdefault(int(key), at)
+                    self.cond.notify_all()
+
+    def wait(self, ids: list[int], timeout_s: float) -> None:
+        deadline = time.perf_counter() + timeout_s
+        with self.cond:
+            while not all(i in self.seen for i in ids):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    missing = sum(1 for i in ids if i not in self.seen)
+                    raise TimeoutError(f"{missing} rows never became visible")
+                self.cond.wait(remaining)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.join(2)
+        self.pubsub.close()
+        self.client.config_set("notify-keyspace-events", "")
+        self.client.close()
+
+
+def _steady(
+    conn: psycopg.Connection[Any], observer: Observer, rate: int, seconds: float, first_id: int
+) -> dict[str, Any]:
+    count = int(rate * seconds)
+    rows = short_rows(count, seed=first_id, first_id=first_id)
+    commits: dict[int, float] = {}
+    started = time.perf_counter()
+    for n, row in enumerate(rows):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        conn.execute(_INSERT, [row.id, row.title, row.body, row.source, list(row.tags)])
+        commits[row.id] = time.perf_counter()
+    elapsed = time.perf_counter() - started
+    observer.wait(list(commits), 60)
+    latencies = [(observer.seen[i] - at) * 1000 for i, at in commits.items()]
+    return {
+        "rate": rate,
+        "achieved_rate": count / elapsed,
+        "latencies_ms": [round(v, 3) for v in latencies],
+        **summary(latencies),
+    }
+
+
+def _lone(
+    conn: psycopg.Connection[Any], observer: Observer, scene: Any, repeats: int, first_id: int
+) -> dict[str, Any]:
+    visible: list[float] = []
+    searched: list[float] = []
+    for row in short_rows(repeats, seed=first_id, first_id=first_id):
+        time.sleep(0.3)  # let the system go idle
+        conn.execute(_INSERT, [row.id, row.title, row.body, row.source, list(row.tags)])
+        committed = time.perf_counter()
+        lsn = current_lsn(conn)
+        hits = search(row.text, k=1, min_lsn=lsn, settings=scene.settings)
+        searched.append((time.perf_counter() - committed) * 1000)
+        if not hits or hits[0].key != (str(row.id),):
+            raise RuntimeError(f"search() right after the commit did not find row {row.id}")
+        observer.wait([row.id], 10)
+        visible.append((observer.seen[row.id] - committed) * 1000)
+    return {
+        "visible_ms": [round(v, 3) for v in visible],
+        "search_min_lsn_ms": [round(v, 3) for v in searched],
+        "visible": summary(visible),
+        "search_min_lsn": summary(searched),
+    }
+
+
+def run(services: Services, sizes: Sizes) -> BenchResult:
+    result = BenchResult("freshness")
+    with scenario(services, sizes.dimensions[0]) as scene, ConnectorProcess(scene) as daemon:
+        daemon.wait_streaming()
+        observer = Observer(scene.redis_url)
+        observer.start()
+        try:
+            with scene.connect() as conn:
+                lone = _lone(conn, observer, scene, sizes.lone_commits, 1_000_000)
+                steady = []
+                for n, rate in enumerate(sizes.freshness_rates):
+                    time.sleep(1.0)
+                    first = 2_000_000 + n * 1_000_000
+                    steady.append(_steady(conn, observer, rate, sizes.freshness_seconds, first))
+                    print(f"  {rate} rows/s: p99 {fmt(steady[-1]['p99'], 'ms')}", flush=True)
+        finally:
+            observer.close()
+    result.data = {"steady": steady, "lone": lone}
+    _figures(result, steady, lone)
+    return result
+
+
+def _figures(result: BenchResult, steady: list[dict[str, Any]], lone: dict[str, Any]) -> None:
+    for case in steady:
+        judged = case["rate"] == P99_TARGET_RATE
+        result.add(
+            f"commit->visible at {case['rate']} rows/s (got {case['achieved_rate']:.0f}/s), p99",
+            case["p99"],
+            "ms",
+            ceilings=(f"p50 {fmt(case['p50'])}, p95 {fmt(case['p95'])}, max {fmt(case['max'])} ms"),
+            target=f"p99 <= {P99_TARGET_MS:.0f} ms" if judged else "",
+            met=case["p99"] <= P99_TARGET_MS if judged else None,
+        )
+    result.add(
+        f"lone commit -> visible, max of {lone['visible']['n']}",
+        lone["visible"]["max"],
+        "ms",
+        ceilings=f"p50 {fmt(lone['visible']['p50'])} ms",
+        target=f"<= {LONE_TARGET_MS:.0f} ms",
+        met=lone["visible"]["max"] <= LONE_TARGET_MS,
+    )
+    result.add(
+        "lone commit -> search(min_lsn=...) returns, max",
+        lone["search_min_lsn"]["max"],
+        "ms",
+        ceilings=f"p50 {fmt(lone['search_min_lsn']['p50'])} ms",
+    )
