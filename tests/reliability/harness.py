@@ -46,7 +46,7 @@ class Profile:
     @classmethod
     def from_environment(cls) -> Profile:
         if os.environ.get("CONNECTOR_SOAK") == "1":
-            return cls(True, 20.0, 60.0, 40, 8, 8, 3.0, 5, 120.0, 1200.0)
+            return cls(True, 15.0, 60.0, 40, 8, 8, 3.0, 5, 300.0, 1500.0)
         return cls(False, 15.0, 5.0, 10, 2, 1, 2.0, 1, 60.0, 240.0)
 
 

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from connector.config import Settings
+from connector.query import searcher
 from tests.conftest import Services, make_settings
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.reliability.harness import (
@@ -40,6 +41,7 @@ from tests.reliability.harness import (
 from tests.reliability.proxy import TcpProxy
 from tests.reliability.workload import TABLES, Writer, create_tables
 from tests.test_providers import openai_settings
+from tests.test_sync import wal_lsn
 
 Spawn = Callable[..., ConnectorProcess]
 
@@ -368,11 +370,15 @@ def _cut_repeatedly(
     writer: Writer,
     scenario: ScenarioReport,
     profile: Profile,
+    direct: Settings,
+    dsn: str,
 ) -> None:
-    """`profile.cuts` cuts, each once the daemon streams again; during one more, SIGTERM: the
-    daemon must exit 0 within pipeline.shutdown_timeout_s though it cannot reach the server,
-    and a new one takes over."""
+    """`profile.cuts` cuts, each once the daemon streams again and has caught up with what was
+    written up to the previous restore (so the backlog stays bounded however long the daemon's
+    backoff grows); during one more cut, SIGTERM: the daemon must exit 0 within
+    pipeline.shutdown_timeout_s though it cannot reach the server, and a new one takes over."""
     streams = 0  # "streaming slot" lines logged before the last cut
+    restored_at: str | None = None  # the server's WAL position when the proxy was restored
     for k in range(profile.cuts + 1):
 
         def streaming_again(streams: int = streams) -> bool:
@@ -380,6 +386,8 @@ def _cut_repeatedly(
 
         time.sleep(_GAP_S)
         wait_until(streaming_again, profile.catch_up_s, "the connector streams again", connector)
+        if restored_at is not None:
+            searcher(direct).wait_for(restored_at, profile.catch_up_s)
         streams = connector.count("streaming slot")
         proxy.cut()
         scenario.faults += 1
@@ -388,6 +396,8 @@ def _cut_repeatedly(
             _stop_during_outage(connector, scenario)
         time.sleep(profile.cut_s / 2)
         proxy.restore()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            restored_at = wal_lsn(conn)
         if k == profile.cuts:
             connector.start()
     time.sleep(_GAP_S)
@@ -428,7 +438,7 @@ def test_redis_connection_cut(
         wait_for_checkpoint(direct, connector, profile.catch_up_s)
         scenario.fault_kind = "Redis cut"
         with _under_faults(pg_dsn, direct, writer, connector, scenario, profile):
-            _cut_repeatedly(proxy, connector, writer, scenario, profile)
+            _cut_repeatedly(proxy, connector, writer, scenario, profile, direct, pg_dsn)
 
 
 def test_postgres_connection_cut(
@@ -455,7 +465,7 @@ def test_postgres_connection_cut(
         wait_for_checkpoint(direct, connector, profile.catch_up_s)
         scenario.fault_kind = "Postgres cut"
         with _under_faults(pg_dsn, direct, writer, connector, scenario, profile):
-            _cut_repeatedly(proxy, connector, writer, scenario, profile)
+            _cut_repeatedly(proxy, connector, writer, scenario, profile, direct, pg_dsn)
 
 
 # --------------------------------------------------------------------------- 6. silent partitions
@@ -463,10 +473,7 @@ def test_postgres_connection_cut(
 _DEAD_CONNECTION_S = 30.0  # a daemon must notice a connection that carries nothing by then
 
 
-@pytest.mark.parametrize(
-    "server",
-    ["redis", "postgres"],
-)
+@pytest.mark.parametrize("server", ["redis", "postgres"])
 def test_connection_blackholed(
     pg_dsn: str,
     redis_url: str,
@@ -476,8 +483,9 @@ def test_connection_blackholed(
     profile: Profile,
     server: str,
 ) -> None:
-    """The open connections to one server stop carrying bytes for good (no FIN, no RST), while
-    new connections work: the daemon must notice within _DEAD_CONNECTION_S and reconnect."""
+    """The open connections to one server stop carrying bytes for good (no FIN, no RST: a
+    partition, a dead host, a NAT that forgot them), while new connections work: the daemon
+    must notice within _DEAD_CONNECTION_S and reconnect, and no query of its may hang."""
     if server == "redis":
         parts = urlsplit(redis_url)
         target = (parts.hostname or "", parts.port or 6379)
