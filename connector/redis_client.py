@@ -14,16 +14,7 @@ def connect(url: str) -> redis.Redis:
     """A client for `url` (redis:// or rediss://, ACL user and password in the URL).
 
     RESP3 always, whatever the redis-py default: FT.SEARCH replies are then maps."""
-    # One atomic batch write (HNSW insertion inside MULTI/EXEC) can take seconds: a timeout
-    # shorter than that would abandon a write Redis is still doing, and retry it forever.
-    return redis.Redis.from_url(
-        url,
-        protocol=3,
-        socket_keepalive=True,
-        health_check_interval=30,
-        socket_timeout=120,
-        socket_connect_timeout=10,
-    )
+    return redis.Redis.from_url(url, protocol=3, socket_keepalive=True, health_check_interval=30)
 
 
 def command(client: redis.Redis, *args: EncodableT) -> Any:
