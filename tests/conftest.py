@@ -80,6 +80,13 @@ def pg_dsn(services: Services) -> Iterator[str]:
                 "WHERE slot_name = %s AND active_pid IS NOT NULL",
                 [slot],
             )
+            for _ in range(100):  # the ended walsender takes a moment to let go of the slot
+                active = conn.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", [slot]
+                ).fetchone()
+                if active is None or not active[0]:
+                    break
+                time.sleep(0.05)
             conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
