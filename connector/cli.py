@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from connector.config import Settings
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConnectorError, QueryError
 from connector.query import FilterValue
 
 Handler = Callable[[argparse.Namespace], int]
@@ -119,10 +119,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from connector.operations import rewind
 
     settings = load_settings(args.config)
-    try:
-        lsn = Lsn.parse(args.from_lsn)
-    except ValueError as exc:
-        raise ConfigError(f"--from-lsn: {exc}") from None
+    lsn = Lsn.parse(args.from_lsn)  # checked by argparse
     confirmed = rewind(settings, lsn)
     print(f"checkpoint moved back to {lsn} (the slot holds changes from {confirmed} on).")
     print("Start the connector (`connector run`): it re-applies every change after that LSN.")
@@ -150,14 +147,17 @@ def _cmd_resync(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from connector.config import load_settings
     from connector.embeddings import make_embedder
-    from connector.operations import repair, verify
+    from connector.operations import checkpoint_problem, repair, verify
 
     settings = load_settings(args.config)
     drifts = verify(settings, args.table)
     for drift in drifts:
         print(drift.summary())
+    problem = checkpoint_problem(settings)
+    if problem:
+        print(f"checkpoint: {problem}")
     if all(drift.clean for drift in drifts):
-        return 0
+        return 1 if problem else 0
     if not args.repair:
         print("drift found: run `connector verify --repair` to fix it")
         return 1
@@ -169,7 +169,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     after = verify(settings, args.table)
     for drift in after:
         print("after repair: " + drift.summary())
-    return 0 if all(drift.clean for drift in after) else 1
+    return 0 if all(drift.clean for drift in after) and not problem else 1
 
 
 def _cmd_slot_drop(args: argparse.Namespace) -> int:
@@ -192,7 +192,9 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     replay = sub.add_parser("replay", help="re-apply the changes after a saved LSN")
     _add_config(replay)
-    replay.add_argument("--from-lsn", required=True, metavar="LSN", help="e.g. 0/1A2B3C4D")
+    replay.add_argument(
+        "--from-lsn", required=True, type=_lsn_text, metavar="LSN", help="e.g. 0/1A2B3C4D"
+    )
     replay.set_defaults(handler=_cmd_replay)
 
     resync = sub.add_parser("resync", help="rebuild tables' index from a consistent snapshot")
@@ -216,23 +218,66 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def parse_filters(items: Sequence[str], fields: dict[str, str]) -> dict[str, FilterValue]:
     """`field=value`; numeric fields take `N` or a range `LOW..HIGH` (either side may be empty);
-    tag fields take `a|b` for any of several values."""
+    tag fields take `a|b` for any of several values. Bad input raises QueryError naming the
+    fields there are."""
     filters: dict[str, FilterValue] = {}
+    known = ", ".join(f"{name} ({kind})" for name, kind in sorted(fields.items())) or "none"
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--filter {item!r}: use field=value")
+            raise QueryError(f"--filter {item!r}: use FIELD=VALUE (fields: {known})")
         kind = fields.get(name)
-        if kind == "numeric" and ".." in value:
-            low, _, high = value.partition("..")
-            filters[name] = (float(low) if low else None, float(high) if high else None)
-        elif kind == "numeric":
-            filters[name] = float(value)
+        if kind is None:
+            raise QueryError(f"--filter {item!r}: unknown field {name!r} (fields: {known})")
+        if kind == "numeric":
+            filters[name] = _numeric_filter(item, value)
         elif kind == "tag" and "|" in value:
             filters[name] = value.split("|")
         else:
             filters[name] = value
     return filters
+
+
+def _numeric_filter(item: str, value: str) -> float | tuple[float | None, float | None]:
+    try:
+        if ".." in value:
+            low, _, high = value.partition("..")
+            return (float(low) if low else None, float(high) if high else None)
+        return float(value)
+    except ValueError:
+        raise QueryError(
+            f"--filter {item!r}: a numeric field takes a number N or a range LOW..HIGH"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _lsn_text(text: str) -> str:
+    from connector.lsn import Lsn
+
+    try:
+        Lsn.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -330,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="search the synced index")
     _add_config(search)
     search.add_argument("text")
-    search.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    search.add_argument("--k", type=_positive_int, default=5, help="number of results (default 5)")
     search.add_argument(
         "--filter",
         action="append",
@@ -338,23 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata filter; numeric: N or LOW..HIGH; tag: a|b; repeatable",
     )
     search.add_argument("--index", help="index to search (default: the first table's)")
-    search.add_argument("--min-lsn", help="first wait until the index has applied this LSN")
+    search.add_argument(
+        "--min-lsn", type=_lsn_text, help="first wait until the index has applied this LSN"
+    )
     search.add_argument("--hybrid", action="store_true", help="fuse full-text and vector ranks")
-    search.add_argument("--timeout", type=float, default=5.0, help="--min-lsn wait bound (s)")
+    search.add_argument(
+        "--timeout", type=_positive_float, default=5.0, help="--min-lsn wait bound (s)"
+    )
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=_cmd_search)
 
     ask = sub.add_parser("ask", help="answer a question from the index (streams the answer)")
     _add_config(ask)
     ask.add_argument("question")
-    ask.add_argument("--k", type=int, default=5, help="sources to retrieve (default 5)")
+    ask.add_argument("--k", type=_positive_int, default=5, help="sources to retrieve (default 5)")
     ask.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="as for search")
     ask.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
     ask.set_defaults(handler=_cmd_ask)
 
     demo = sub.add_parser("demo", help="throwaway services + a real corpus + the daemon")
     demo.add_argument("--dir", default=".dev", help="folder for the services (default: .dev)")
-    demo.add_argument("--limit", type=int, default=10_000, help="documents to load")
+    demo.add_argument("--limit", type=_positive_int, default=10_000, help="documents to load")
     demo.set_defaults(handler=_cmd_demo)
 
     _ops_parsers(sub)
@@ -376,6 +425,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A server that cannot be reached is an answer for the user, not a traceback.
+        if not type(exc).__module__.startswith(("psycopg", "redis")):
+            raise
+        from connector.logs import redact
+
+        service = "Postgres" if type(exc).__module__.startswith("psycopg") else "Redis"
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: {service}: {redact(first_line)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -63,6 +63,29 @@ class RedisSettings(_Section):
     # Wait for the append-only file to be fsynced before confirming an LSN to Postgres.
     wait_aof: bool = True
     wait_aof_timeout_ms: int = Field(default=5_000, gt=0)
+    # Timeouts, never redis-py's defaults: connecting, an ordinary command (a dead connection
+    # is noticed within this), and the atomic batch write, which inserts every vector of a
+    # batch into HNSW and can take seconds; cutting it short would abandon it and send it again.
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    socket_timeout_s: float = Field(default=10.0, gt=0)
+    write_timeout_s: float = Field(default=120.0, gt=0)
+    # An allkeys-* maxmemory-policy can evict the index; the connector refuses to start under
+    # it unless this is true.
+    allow_eviction: bool = False
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> RedisSettings:
+        if self.socket_timeout_s * 1000 <= self.wait_aof_timeout_ms:
+            raise ValueError(
+                f"socket_timeout_s ({self.socket_timeout_s}) must be longer than "
+                f"wait_aof_timeout_ms ({self.wait_aof_timeout_ms} ms): WAITAOF blocks that long"
+            )
+        if self.write_timeout_s < self.socket_timeout_s:
+            raise ValueError(
+                f"write_timeout_s ({self.write_timeout_s}) must be at least socket_timeout_s "
+                f"({self.socket_timeout_s}): a batch write is the longest command"
+            )
+        return self
 
 
 class EmbeddingSettings(_Section):

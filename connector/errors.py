@@ -10,6 +10,8 @@ ConnectorError
  ├── EmbeddingRejected    the provider refused some texts (their rows are dead-lettered)
  ├── RedisIndexError      Redis index problem (names the index)
  │    └── ModelMismatchError  the query's model differs from the index's
+ ├── RedisFull            Redis refused a write at maxmemory (the daemon pauses and retries)
+ ├── QueryError           a search request is malformed (also a ValueError)
  └── RowError             one row could not be processed (goes to the dead-letter stream)
 """
 
@@ -59,6 +61,15 @@ class RedisIndexError(ConnectorError):
 
 class ModelMismatchError(RedisIndexError):
     """A query tried to use another embedding model than the index was built with."""
+
+
+class RedisFull(ConnectorError):
+    """Redis refused a write because it reached `maxmemory`; the message names the fix."""
+
+
+class QueryError(ConnectorError, ValueError):
+    """A search request is malformed: unknown filter field, a value of the wrong type, k out
+    of range. The message names the field and what it accepts."""
 
 
 class RowError(ConnectorError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,13 @@ from connector.errors import (
 from connector.keys import Keyspace, checkpoint_key
 from connector.lsn import Lsn
 from connector.pgtypes import TAG_SEPARATOR, metadata_field
-from connector.redis_client import Fields, command, text
+from connector.redis_client import Fields, command, longer_timeout, text
+from connector.reselect import Reselected
 from connector.rows import BatchEffects, RowState
+
+# Reads back content columns an UPDATE left out (see connector.reselect): fills the states in
+# place and says which rows are gone and which could not be read.
+Reselect = Callable[[Sequence[RowState]], Reselected]
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +195,7 @@ class ApplyStats:
     chunks_deleted: int = 0
     chunks_embedded: int = 0
     dead_letters: int = 0
+    reselected: int = 0  # rows whose left-out content columns were read back from Postgres
 
 
 @dataclass(slots=True)
@@ -226,6 +232,7 @@ class IndexWriter:
         settings: Settings,
         embedder: Embedder,
         system_id: str = "",
+        reselect: Reselect | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -239,6 +246,10 @@ class IndexWriter:
             for t in settings.tables
         }
         self.stats = ApplyStats()
+        self.reselect = reselect
+        # Vectors of the batch being written, kept until it is written: a write Redis refused
+        # (maxmemory) is planned again without paying the provider again.
+        self._vectors: dict[str, bytes] = {}
         self._checkpoint_key = checkpoint_key(settings.postgres.slot)
         # Set once this writer has written or resumed from a checkpoint: from then on a missing
         # checkpoint means Redis lost data.
@@ -266,10 +277,16 @@ class IndexWriter:
         is abandoned and planned again, so an older change never overwrites a newer one."""
         for _attempt in range(_MAX_ATTEMPTS):
             try:
-                return self._apply_once(effects, checkpoint, commit_time)
-            except redis.WatchError:
+                stats = self._apply_once(effects, checkpoint, commit_time)
+            except redis.WatchError as exc:
+                cause = exc.__context__
+                if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                    raise cause from None  # the connection failed, no other writer raced
                 self._check_checkpoint()
                 log.debug("batch at %s raced another writer; planning it again", checkpoint)
+                continue
+            self._vectors.clear()
+            return stats
         raise RedisIndexError(
             f"could not write the batch ending at {effects.last_lsn}: its keys kept changing "
             f"under another writer {_MAX_ATTEMPTS} times (two connectors on one index?)"
@@ -308,7 +325,8 @@ class IndexWriter:
             if checkpoint is not None:
                 mapping = _checkpoint_mapping(checkpoint, self.system_id, commit_time)
                 pipe.hset(self._checkpoint_key, mapping=mapping)
-            pipe.execute()
+            with longer_timeout(pipe, self.settings.redis.write_timeout_s):
+                pipe.execute()
         self._add_stats(stats)
         return stats
 
@@ -366,7 +384,7 @@ class IndexWriter:
             pipe.hgetall(keys.row(state.table.name, state.key))
             pipe.get(keys.tomb(state.table.name, state.key))
         replies = pipe.execute()
-        plans = []
+        current: list[tuple[RowState, _Manifest | None]] = []
         for i, state in enumerate(states):
             manifest = _Manifest.parse(replies[2 * i])
             tomb = Lsn(int(replies[2 * i + 1])) if replies[2 * i + 1] is not None else None
@@ -375,10 +393,28 @@ class IndexWriter:
             if newest is not None and newest >= state.lsn:
                 stats.skipped_stale += 1
                 continue
+            current.append((state, manifest))
+        reread = self._reselect([s for s, m in current if _needs_reselect(s, m)], stats)
+        plans = []
+        for state, manifest in current:
+            ident = (state.table.name, state.key)
+            if ident in reread.gone:
+                stats.skipped_stale += 1  # deleted or re-keyed later: that change follows
+                continue
+            if ident in reread.errors:
+                letters.append((_as_change(state), reread.errors[ident]))
+                continue
             plan = self._plan_row(state, manifest, letters)
             if plan is not None:
                 plans.append(plan)
         return plans
+
+    def _reselect(self, states: list[RowState], stats: ApplyStats) -> Reselected:
+        if not states or self.reselect is None:
+            return Reselected()
+        found = self.reselect(states)
+        stats.reselected += found.filled
+        return found
 
     def _plan_row(
         self, state: RowState, manifest: _Manifest | None, letters: list[tuple[RowChange, str]]
@@ -387,8 +423,7 @@ class IndexWriter:
         if state.deleted:
             return plan
         missing = state.missing_content
-        every = len(missing) == len(state.table.settings.content)
-        if missing and every and manifest and not state.inserted:
+        if missing and not _needs_reselect(state, manifest) and not state.inserted:
             plan.metadata_only = True  # no content column changed: keep chunks and vectors
             return plan
         if missing:
@@ -421,22 +456,36 @@ class IndexWriter:
                 else:
                     todo.setdefault(chunk, []).append((plan, n))
         self._reuse_vectors(reuse, todo)
+        self._reuse_memo(todo)
         if not todo:
             return {}
         texts = list(todo)
-        failed: dict[int, str] = {}
-        try:
-            vectors: list[bytes | None] = list(self.embedder.embed(texts))
-        except EmbeddingRejected as exc:
-            vectors = exc.vectors
-            for i, error in exc.errors.items():
-                for plan, _n in todo[texts[i]]:
-                    failed[id(plan)] = error
+        vectors, failed = self._embed_texts(texts, todo)
         for chunk, vector in zip(texts, vectors, strict=True):
+            if vector is not None:
+                self._vectors[chunk] = vector
             for plan, n in todo[chunk]:
                 plan.vectors[n] = vector
         stats.chunks_embedded += len(texts) - len(failed)
         return failed
+
+    def _embed_texts(
+        self, texts: list[str], todo: dict[str, list[tuple[_Plan, int]]]
+    ) -> tuple[list[bytes | None], dict[int, str]]:
+        """The provider's vectors for `texts`, and the plans (by id) whose text it refused."""
+        try:
+            return list(self.embedder.embed(texts)), {}
+        except EmbeddingRejected as exc:
+            failed = {
+                id(plan): error for i, error in exc.errors.items() for plan, _n in todo[texts[i]]
+            }
+            return exc.vectors, failed
+
+    def _reuse_memo(self, todo: dict[str, list[tuple[_Plan, int]]]) -> None:
+        """Vectors an earlier attempt at this batch already paid for (Redis refused it)."""
+        for chunk in [c for c in todo if c in self._vectors]:
+            for plan, n in todo.pop(chunk):
+                plan.vectors[n] = self._vectors[chunk]
 
     def _reuse_vectors(
         self, reuse: list[tuple[_Plan, int, str]], todo: dict[str, list[tuple[_Plan, int]]]
@@ -612,6 +661,15 @@ class IndexWriter:
                 approximate=True,
             )
             stats.dead_letters += 1
+
+
+def _needs_reselect(state: RowState, manifest: _Manifest | None) -> bool:
+    """An UPDATE that left out content columns whose text is not known: some of them changed
+    (so the text must be rebuilt), or the index has no chunks of the row to keep."""
+    if state.deleted or state.inserted or not state.missing_content:
+        return False
+    every = len(state.missing_content) == len(state.table.settings.content)
+    return not every or manifest is None
 
 
 def _missing_columns_error(state: RowState, missing: list[str]) -> str:

@@ -143,7 +143,12 @@ class Metrics:
         )
         self._lag_seconds = Gauge(
             "connector_lag_seconds",
-            "Age of the newest applied commit when it was applied.",
+            "Age of the oldest commit received but not yet applied (0 when caught up).",
+            registry=reg,
+        )
+        self._redis_oom = Gauge(
+            "connector_redis_oom",
+            "1 while Redis refuses writes at maxmemory (the daemon is paused), else 0.",
             registry=reg,
         )
         self._retained = Gauge(
@@ -186,6 +191,10 @@ class Metrics:
         """How far behind the source the index is, in WAL bytes and in time."""
         self._lag_bytes.set(lag_bytes)
         self._lag_seconds.set(lag_seconds)
+
+    def set_redis_oom(self, full: bool) -> None:
+        """Redis refuses writes at maxmemory (True) or accepts them again (False)."""
+        self._redis_oom.set(1 if full else 0)
 
     def set_retained_wal(self, retained_bytes: int) -> None:
         """WAL the slot pins on the server: the number to alert on before its disk fills."""

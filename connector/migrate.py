@@ -1,16 +1,21 @@
-"""Apply the SQL files of `migrations/` in order, each once (recorded in `connector_migrations`)."""
+"""Apply the SQL files of `migrations/` in order, each once (recorded in `connector_migrations`).
+
+The files ship inside the package (`connector/migrations` is a link to the top-level
+`migrations/` folder, so there is one copy of each), found with importlib.resources: an
+installed wheel finds them as the source tree does."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import psycopg
 
 from connector.errors import ConfigError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR: Traversable = files("connector") / "migrations"
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS connector_migrations (
@@ -27,13 +32,13 @@ class MigrationResult:
     skipped: list[str]
 
 
-def migration_files(folder: Path = MIGRATIONS_DIR) -> list[Path]:
+def migration_files(folder: Traversable = MIGRATIONS_DIR) -> list[Traversable]:
     if not folder.is_dir():
         raise ConfigError(f"migrations folder {folder} does not exist (pass --dir)")
-    return sorted(folder.glob("*.sql"))
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
 
 
-def apply_migrations(dsn: str, folder: Path = MIGRATIONS_DIR) -> MigrationResult:
+def apply_migrations(dsn: str, folder: Traversable = MIGRATIONS_DIR) -> MigrationResult:
     """Apply every not-yet-applied migration, each in its own transaction."""
     applied: list[str] = []
     skipped: list[str] = []

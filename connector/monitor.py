@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 import redis
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PREFIX = "connector.heartbeat"
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where the daemon is, read by the monitor at each check."""
+
+    checkpoint: Lsn
+    stats: ApplyStats
+    oldest_pending_commit: float | None  # epoch seconds of the oldest unapplied commit
+
+
 class Monitor(threading.Thread):
     """Runs in a thread of its own, so a Postgres connection gone silent (its queries block)
     never stalls the applier: the reader notices the dead stream and the pipeline restarts."""
@@ -39,7 +49,7 @@ class Monitor(threading.Thread):
         client: redis.Redis,
         embedder: Embedder,
         metrics: Metrics | None,
-        position: Callable[[], tuple[Lsn, ApplyStats]],
+        position: Callable[[], Progress],
     ) -> None:
         super().__init__(name="connector-monitor", daemon=True)
         self.position = position
@@ -57,7 +67,7 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         while not self.halt.wait(0.2):
             try:
-                self.tick(*self.position())
+                self.tick(self.position())
             except Exception as exc:  # a failed check must not stop the checks
                 log.warning("slot check failed: %s", redact(str(exc)))
                 self._drop_connection()
@@ -81,7 +91,7 @@ class Monitor(threading.Thread):
             self._conn = psycopg.connect(conninfo(self.settings.postgres), autocommit=True)
         return self._conn
 
-    def tick(self, checkpoint: Lsn, stats: ApplyStats) -> None:
+    def tick(self, progress: Progress) -> None:
         now = time.monotonic()
         pipeline = self.settings.pipeline
         if pipeline.heartbeat_s and now - self._last_activity >= pipeline.heartbeat_s:
@@ -93,8 +103,8 @@ class Monitor(threading.Thread):
             return
         self._last_check = now
         self._check_tables()
-        self._check_slot(checkpoint)
-        self._save_counters(stats)
+        self._check_slot(progress)
+        self._save_counters(progress.stats)
 
     def _check_tables(self) -> None:
         """A renamed or dropped table sends nothing more: say so loudly, every check."""
@@ -112,7 +122,8 @@ class Monitor(threading.Thread):
                     extra={"table": table.qualified_name},
                 )
 
-    def _check_slot(self, checkpoint: Lsn) -> None:
+    def _check_slot(self, progress: Progress) -> None:
+        checkpoint = progress.checkpoint
         row = (
             self._connection()
             .execute(
@@ -127,9 +138,12 @@ class Monitor(threading.Thread):
         current = Lsn.parse(str(row[0]))
         retained = current.value - Lsn.parse(str(row[1])).value if row[1] else 0
         self.lag_bytes = max(current.value - checkpoint.value, 0)
+        pending = progress.oldest_pending_commit
+        lag_seconds = max(time.time() - pending, 0.0) if pending is not None else 0.0
         if self.metrics is not None:
             self.metrics.set_retained_wal(retained)
             self.metrics.set_checkpoint(checkpoint.value)
+            self.metrics.set_lag(self.lag_bytes, lag_seconds)
         limit = self.settings.pipeline.max_retained_wal_bytes
         if retained > limit and not self._warned:
             log.warning(
@@ -148,4 +162,6 @@ class Monitor(threading.Thread):
             fields[f"rows_{name}"] = value
         for name, value in dataclasses.asdict(self.embedder.stats).items():
             fields[f"embedding_{name}"] = value
-        self.client.hset(stats_key(self.settings.postgres.slot), mapping=fields)
+        # Redis full: the applier reports it; the counters wait for the next check.
+        with contextlib.suppress(redis.OutOfMemoryError):
+            self.client.hset(stats_key(self.settings.postgres.slot), mapping=fields)

@@ -15,7 +15,7 @@ from connector.errors import ReplicationError, SlotLostError
 from connector.index import index_specs, read_checkpoint
 from connector.keys import checkpoint_key
 from connector.lsn import Lsn
-from connector.redis_client import connect
+from connector.redis_client import client_for
 from connector.replication import conninfo, slot_info
 from connector.resync import resync, select_tables
 from connector.snapshot import open_snapshot
@@ -62,7 +62,7 @@ def rewind(settings: Settings, lsn: Lsn) -> Lsn:
             f"cannot replay from {lsn}: run `connector resync` to rebuild from a snapshot "
             "(set pipeline.replay_window_s to keep a window for replays)"
         )
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     try:
         previous = read_checkpoint(client, settings.postgres.slot)
         client.hset(checkpoint_key(settings.postgres.slot), "lsn", str(lsn))
@@ -90,7 +90,7 @@ def drop_slot(settings: Settings, force: bool = False) -> bool:
             [slot],
         )
         conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     try:
         client.delete(checkpoint_key(slot))
     finally:
@@ -101,7 +101,7 @@ def drop_slot(settings: Settings, force: bool = False) -> bool:
 def verify(settings: Settings, only: list[str] | None = None) -> list[Drift]:
     """Compare each chosen table with its index (in one snapshot of the database)."""
     chosen = select_tables(settings, only)
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     encoding = get_encoding(settings.embedding.model)
     drifts = []
     try:
@@ -118,10 +118,31 @@ def verify(settings: Settings, only: list[str] | None = None) -> list[Drift]:
     return drifts
 
 
+def checkpoint_problem(settings: Settings) -> str | None:
+    """Why the index has no checkpoint it should have (eviction, FLUSHALL), or None."""
+    client = client_for(settings.redis)
+    try:
+        if read_checkpoint(client, settings.postgres.slot) is not None:
+            return None
+        rows = any(
+            next(client.scan_iter(match=f"{spec.keys.row_prefix}*", count=1000), None)
+            for spec in index_specs(settings.tables).values()
+        )
+    finally:
+        client.close()
+    if not rows:
+        return None  # nothing built yet: the first `connector run` builds it
+    return (
+        f"Redis holds no checkpoint for slot {settings.postgres.slot} though the index has rows: "
+        "it was lost (eviction, FLUSHALL, restart without persistence). `connector run` "
+        "resynchronises the tables from a snapshot and writes it again"
+    )
+
+
 def repair(settings: Settings, embedder: Embedder, drifts: list[Drift]) -> None:
     """Fix drift: delete stray chunk keys, then rebuild the drifted tables from a snapshot (rows
     whose text is unchanged keep their vectors; rows the table no longer has are swept)."""
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     try:
         specs = index_specs(settings.tables)
         for drift in drifts:

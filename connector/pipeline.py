@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 import redis
@@ -33,13 +34,20 @@ from connector.catalog import TableInfo, inspect_table
 from connector.changes import Transaction
 from connector.config import Settings
 from connector.embeddings.base import Embedder
-from connector.errors import ConfigError, EmbeddingUnavailable, ReplicationError, ResyncNeeded
+from connector.errors import (
+    ConfigError,
+    EmbeddingUnavailable,
+    RedisFull,
+    ReplicationError,
+    ResyncNeeded,
+)
 from connector.index import ApplyStats, Checkpoint, IndexWriter, read_checkpoint
 from connector.logs import redact
 from connector.lsn import Lsn
 from connector.metrics import Metrics
-from connector.monitor import Monitor
-from connector.redis_client import command, connect, text
+from connector.monitor import Monitor, Progress
+from connector.redis_client import client_for, command, text
+from connector.redis_memory import WritePause, check_eviction_policy
 from connector.replication import (
     Keepalive,
     ReplicationConnection,
@@ -48,17 +56,21 @@ from connector.replication import (
     release_stale_slot,
     slot_info,
 )
+from connector.reselect import Reselector
 from connector.resync import copy_tables
 from connector.rows import collect
 from connector.snapshot import open_snapshot
 from connector.wal2json import TransactionAssembler, decode
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ReplicationError,
     EmbeddingUnavailable,
     ResyncNeeded,
+    RedisFull,
+    redis.OutOfMemoryError,
     psycopg.OperationalError,
     redis.ConnectionError,
     redis.TimeoutError,
@@ -85,6 +97,8 @@ class ChangeQueue:
         self._changes = 0
         self._max = max_changes
         self._cond = threading.Condition()
+        # Set by the reader while it is in the middle of a transaction (its rest is on the way).
+        self.more_coming = False
 
     @staticmethod
     def _size(item: Item) -> int:
@@ -102,15 +116,16 @@ class ChangeQueue:
             return True
 
     def take(self, max_rows: int, max_wait_s: float, timeout_s: float) -> list[Item]:
-        """The next batch: waits up to `timeout_s` for a first item, then up to `max_wait_s`
-        more while the batch has fewer than `max_rows` changes."""
+        """The next batch: waits up to `timeout_s` for a first item, then takes what is queued,
+        up to `max_rows` changes. It waits up to `max_wait_s` for more only while the reader is
+        inside a transaction whose rest is on its way; a lone commit goes out at once."""
         batch: list[Item] = []
         rows = 0
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout_s)
             deadline = time.monotonic() + max_wait_s
-            while self._items or (batch and rows < max_rows):
+            while self._items or (batch and rows < max_rows and self.more_coming):
                 if not self._items:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not self._cond.wait(remaining):
@@ -127,6 +142,14 @@ class ChangeQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def oldest_commit_time(self) -> float | None:
+        """Commit time (epoch seconds) of the oldest queued transaction, if it has one."""
+        with self._cond:
+            for item in self._items:
+                if isinstance(item, Transaction) and item.commit_time is not None:
+                    return item.commit_time.timestamp()
+        return None
 
 
 class Reader(threading.Thread):
@@ -166,6 +189,7 @@ class Reader(threading.Thread):
                             self._put(Idle(message.wal_end))
                         continue
                     txn = assembler.feed(decode(message.payload, message.lsn))
+                    self.queue.more_coming = assembler.in_transaction
                     if txn is not None:
                         self._put(txn)
                 self.repl.confirm(self.confirmable())
@@ -291,6 +315,12 @@ class Connector:
         self._catch_up_to = Lsn(0)
         self._monitor_lag: int | None = None
         self.writer: IndexWriter | None = None
+        self.redis_pause = WritePause(metrics.set_redis_oom if metrics is not None else None)
+        # Rows per batch: the setting, halved after a batch write timed out (and grown back).
+        self._batch_rows = settings.pipeline.batch_max_rows
+        self._streamed = False  # this attempt reached streaming (resets the backoff)
+        self._queue: ChangeQueue | None = None
+        self._inflight_commit: float | None = None  # oldest commit time of the batch in hand
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -301,17 +331,20 @@ class Connector:
         """Run until `stop()`; transient failures are retried with backoff, forever."""
         delay = 0.5
         while not self.stop_event.is_set():
-            started = time.monotonic()
+            self._streamed = False
             try:
                 self._run_once()
             except TRANSIENT_ERRORS as exc:
                 self.ready.clear()
                 if self.stop_event.is_set():
                     break
-                if time.monotonic() - started > 30:
+                if self._streamed:  # it was streaming again: this is a new outage
                     delay = 0.5
                 if self.metrics is not None:
                     self.metrics.restarted(type(exc).__name__)
+                if isinstance(exc, redis.OutOfMemoryError):  # at start: ensure_indexes
+                    with client_for(self.settings.redis) as client:
+                        self.redis_pause.refused(client)
                 log.warning(
                     "%s; reconnecting in %.1fs from checkpoint %s",
                     redact(str(exc)),
@@ -324,18 +357,22 @@ class Connector:
         log.info("stopped at checkpoint %s", self.checkpoint)
 
     def _run_once(self) -> None:
-        client = connect(self.settings.redis.url.get_secret_value())
+        client = client_for(self.settings.redis)
         repl = ReplicationConnection(self.settings.postgres)
+        reselector = Reselector(conninfo(self.settings.postgres))
         try:
             client.ping()
+            check_eviction_policy(client, self.settings.redis.allow_eviction)
             tables, system_id = self._inspect()
-            writer = IndexWriter(client, self.settings, self.embedder, system_id)
+            writer = IndexWriter(client, self.settings, self.embedder, system_id, reselector)
             writer.ensure_indexes()
+            self.redis_pause.accepted()
             self.writer = writer
             repl.connect()
             start = self._prepare(repl, client, writer, tables)
             self._stream(repl, client, writer, tables, start)
         finally:
+            reselector.close()
             repl.close()
             client.close()
 
@@ -345,13 +382,12 @@ class Connector:
             row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
         for table in tables.values():
             if len(table.settings.content) > 1 and not table.full_identity:
-                log.warning(
-                    "table %s: content has several columns but REPLICA IDENTITY is not FULL; an "
-                    "UPDATE that leaves a large (TOASTed) content column unchanged cannot be "
-                    "indexed and goes to the dead-letter stream. Fix: ALTER TABLE %s REPLICA "
-                    "IDENTITY FULL",
+                log.info(
+                    "table %s: REPLICA IDENTITY is not FULL, so an UPDATE that leaves a large "
+                    "(TOASTed) content column unchanged does not carry its text; the connector "
+                    "reads such columns back from the table by key",
                     table.name,
-                    table.name,
+                    extra={"table": table.name},
                 )
         return tables, str(row[0]) if row else ""
 
@@ -423,7 +459,7 @@ class Connector:
         pipeline = self.settings.pipeline
         queue = ChangeQueue(pipeline.queue_max_changes)
         repl.start(start, list(tables))
-        durable_client = connect(self.settings.redis.url.get_secret_value())
+        durable_client = client_for(self.settings.redis)
         durability = Durability(
             durable_client,
             self.settings.redis.wait_aof and aof_enabled(client),
@@ -435,13 +471,15 @@ class Connector:
         reader = Reader(repl, queue, stop, durability.confirmable)
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
-            lambda: (self.checkpoint, writer.stats),
+            lambda: Progress(self.checkpoint, writer.stats, self._oldest_pending()),
         )  # fmt: skip
+        self._queue = queue
         durability.applied(start)
         durability.start()
         reader.start()
         monitor.start()
         self._catch_up_to = self._server_wal_lsn()
+        self._streamed = True
         self.ready.set()
         try:
             self._apply_loop(queue, writer, tables, durability, reader, monitor, stop)
@@ -461,9 +499,18 @@ class Connector:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         return Lsn.parse(str(row[0])) if row else Lsn(0)
 
+    def _oldest_pending(self) -> float | None:
+        """Commit time of the oldest transaction received but not yet applied."""
+        queued = self._queue.oldest_commit_time() if self._queue is not None else None
+        times = [t for t in (self._inflight_commit, queued) if t is not None]
+        return min(times, default=None)
+
     def is_ready(self) -> bool:
-        """Streaming, caught up with what the server had at start, and not far behind now."""
+        """Streaming, caught up with what the server had at start, not far behind now, and
+        Redis accepting writes."""
         if not self.ready.is_set() or self.checkpoint < self._catch_up_to:
+            return False
+        if self.redis_pause.full:
             return False
         lag = self._monitor_lag
         return lag is None or lag <= self.settings.observability.ready_max_lag_bytes
@@ -480,9 +527,11 @@ class Connector:
     ) -> None:
         pipeline = self.settings.pipeline
         while not stop.is_set() and not self.stop_event.is_set():
-            batch = queue.take(pipeline.batch_max_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
-            if batch and self._apply(batch, writer, tables, durability):
+            batch = queue.take(self._batch_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
+            self._inflight_commit = _oldest_commit(batch)
+            if batch and self._apply(batch, writer, tables, durability, stop):
                 monitor.activity()
+            self._inflight_commit = None
             self._monitor_lag = monitor.lag_bytes
         if self.stop_event.is_set() and reader.error is None:
             self._shut_down(durability, reader)
@@ -504,8 +553,10 @@ class Connector:
         writer: IndexWriter,
         tables: dict[str, TableInfo],
         durability: Durability,
+        stop: threading.Event,
     ) -> bool:
-        """Apply one batch; True when it held row changes."""
+        """Apply one batch; True when it held row changes. While Redis is at maxmemory the
+        write waits here (the reader keeps the stream alive; nothing is confirmed)."""
         started = time.monotonic()
         txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
         idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
@@ -517,18 +568,50 @@ class Connector:
             commit_time = last_commit.timestamp() if last_commit else None
             changed = bool(effects.rows or effects.truncated or effects.skipped)
             if changed:
-                stats = writer.apply(effects, target, commit_time)
+                stats = self._write(
+                    lambda: writer.apply(effects, target, commit_time), writer, stop, len(txns)
+                )
                 self._record(txns, stats, time.monotonic() - started)
             else:
-                writer.write_checkpoint(target, commit_time)
+                self._write(lambda: writer.write_checkpoint(target, commit_time), writer, stop)
         elif idle > self.checkpoint:
-            writer.write_checkpoint(idle)
+            self._write(lambda: writer.write_checkpoint(idle), writer, stop)
             target = idle
         else:
             return False
         self.checkpoint = max(self.checkpoint, target)
         durability.applied(self.checkpoint)
         return changed
+
+    def _write(
+        self, write: Callable[[], T], writer: IndexWriter, stop: threading.Event, txns: int = 0
+    ) -> T:
+        """One Redis write of the applier: paused while Redis is full; a batch write that
+        timed out makes the next batches smaller, so the stream cannot wedge on it."""
+
+        def halted(seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if self.stop_event.wait(min(0.25, seconds)) or stop.is_set():
+                    return True
+            return stop.is_set()
+
+        try:
+            result = self.redis_pause.run(write, writer.client, halted)
+        except redis.TimeoutError:
+            if txns > 1:
+                self._batch_rows = max(1, self._batch_rows // 2)
+            log.error(
+                "a batch write of %d transaction(s) did not finish within redis.write_timeout_s "
+                "= %.0fs; retrying from the checkpoint with batches of at most %d rows. If one "
+                "transaction is this large, raise redis.write_timeout_s",
+                txns,
+                self.settings.redis.write_timeout_s,
+                self._batch_rows,
+            )
+            raise
+        self._batch_rows = min(self._batch_rows * 2, self.settings.pipeline.batch_max_rows)
+        return result
 
     def _record(self, txns: list[Transaction], stats: ApplyStats, seconds: float) -> None:
         if self.metrics is None:
@@ -548,6 +631,11 @@ class Connector:
         if stats.dead_letters:
             self.metrics.dead_lettered(stats.dead_letters)
         self.metrics.set_checkpoint(txns[-1].commit_lsn.value)
+
+
+def _oldest_commit(batch: list[Item]) -> float | None:
+    times = [i.commit_time for i in batch if isinstance(i, Transaction) and i.commit_time]
+    return min(times).timestamp() if times else None
 
 
 def _resync_reason(

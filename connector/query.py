@@ -24,12 +24,12 @@ import redis
 from connector.config import Settings, load_settings
 from connector.embeddings import make_embedder
 from connector.embeddings.base import Embedder
-from connector.errors import ConnectorError, RedisIndexError
+from connector.errors import ConnectorError, QueryError, RedisIndexError
 from connector.index import IndexSpec, check_meta, embedding_meta, index_specs
 from connector.keys import checkpoint_key, decode_key
 from connector.lsn import Lsn
 from connector.pgtypes import TAG_SEPARATOR, tag_text
-from connector.redis_client import command, connect, search_docs, text
+from connector.redis_client import client_for, command, search_docs, text
 
 FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -37,6 +37,7 @@ _RRF_K = 60
 # HNSW candidates examined per query. RediSearch's default (10) misses outliers among many
 # near-identical vectors; 100 keeps recall high at a fraction of a millisecond more.
 _MIN_EF = 100
+_MAX_WAIT_PAUSE_S = 0.001
 
 
 class NotCaughtUpError(ConnectorError):
@@ -81,13 +82,13 @@ class Query:
 
 def _number(value: object, name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"filter {name}: {value!r} is not a number")
+        raise QueryError(f"filter {name}: {value!r} is not a number")
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"filter {name}: {value!r} is not a number") from None
+        raise QueryError(f"filter {name}: {value!r} is not a number") from None
     if number != number:
-        raise ValueError(f"filter {name}: NaN is not a valid bound")
+        raise QueryError(f"filter {name}: NaN is not a valid bound")
     return repr(number)
 
 
@@ -98,7 +99,7 @@ def build_query(fields: Mapping[str, str], filters: Mapping[str, FilterValue] | 
         kind = fields.get(name)
         if kind is None:
             known = ", ".join(sorted(fields)) or "none"
-            raise ValueError(f"unknown filter field {name!r} (metadata fields: {known})")
+            raise QueryError(f"unknown filter field {name!r} (metadata fields: {known})")
         query.clauses.append(_clause(query, name, kind, value))
     return query
 
@@ -108,7 +109,7 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
         values = [value] if isinstance(value, str | int | float) else list(value)
         texts = [tag_text(str(v)) for v in values]  # as the index holds them
         if not texts or not all(texts):
-            raise ValueError(f"filter {name}: tag values must not be empty")
+            raise QueryError(f"filter {name}: tag values must not be empty")
         # RediSearch still reads backslash escapes in a tag parameter: double them.
         params = [query.param(t.replace("\\", "\\\\")) for t in texts]
         return f"@{name}:{{" + " | ".join(params) + "}"
@@ -122,7 +123,7 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
         return f"@{name}:[{exact} {exact}]"
     words = _WORD.findall(str(value))
     if not words:
-        raise ValueError(f"filter {name}: no words to match in {value!r}")
+        raise QueryError(f"filter {name}: no words to match in {value!r}")
     return f"@{name}:(" + " ".join(query.param(w) for w in words) + ")"
 
 
@@ -184,9 +185,9 @@ class Searcher:
 
     def wait_for(self, min_lsn: Lsn | str, timeout_s: float = 5.0) -> Lsn:
         """Block until the index has applied `min_lsn`; returns the checkpoint reached."""
-        target = Lsn.parse(min_lsn) if isinstance(min_lsn, str) else min_lsn
+        target = _parse_lsn(min_lsn) if isinstance(min_lsn, str) else min_lsn
         deadline = time.monotonic() + timeout_s
-        pause = 0.0005
+        pause = 0.0002
         while True:
             raw = self.client.hget(checkpoint_key(self.slot), "lsn")
             current = Lsn.parse(text(raw)) if raw else Lsn(0)
@@ -198,7 +199,9 @@ class Searcher:
                     f"{timeout_s}s: is the connector running and keeping up (connector status)?"
                 )
             time.sleep(pause)
-            pause = min(pause * 2, 0.02)
+            # Capped at 1 ms: a commit is usually applied within milliseconds, and each check
+            # is one HGET; a longer pause would add its own length to read-your-writes.
+            pause = min(pause * 2, _MAX_WAIT_PAUSE_S)
 
     def search(
         self,
@@ -210,7 +213,7 @@ class Searcher:
         timeout_s: float = 5.0,
     ) -> list[Hit]:
         if k <= 0:
-            raise ValueError("k must be positive")
+            raise QueryError(f"k must be a positive number of results, not {k}")
         self._check_model()
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
@@ -259,6 +262,13 @@ class Searcher:
         )
 
 
+def _parse_lsn(value: str) -> Lsn:
+    try:
+        return Lsn.parse(value)
+    except ValueError as exc:
+        raise QueryError(f"min_lsn: {exc}") from None
+
+
 def _docs(raw: Any) -> list[dict[str, str]]:
     return [fields for _key, fields in search_docs(raw)]
 
@@ -298,7 +308,7 @@ def searcher(settings: Settings, index: str | None = None) -> Searcher:
     cached = _SEARCHERS.get(cache_key)
     if cached is not None and cached[0] is settings:
         return cached[1]
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     found = Searcher(
         client,
         specs[name],

@@ -2,19 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
+
+from connector.config import RedisSettings
 
 Fields = dict[FieldT, EncodableT]
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for `url` (redis:// or rediss://, ACL user and password in the URL).
+def connect(url: str, settings: RedisSettings | None = None) -> redis.Redis:
+    """A client for `url` (redis:// or rediss://, ACL user and password in the URL), with the
+    timeouts of `settings` (their defaults when None), never redis-py's own.
 
-    RESP3 always, whatever the redis-py default: FT.SEARCH replies are then maps."""
-    return redis.Redis.from_url(url, protocol=3, socket_keepalive=True, health_check_interval=30)
+    RESP3 always, whatever the redis-py default: FT.SEARCH replies are then maps. redis-py's
+    own retries are off: a command that fails is the connector's to retry (a batch write
+    retried blindly inside the client would be sent again and again)."""
+    timeouts = settings or RedisSettings()
+    return redis.Redis.from_url(
+        url,
+        protocol=3,
+        socket_keepalive=True,
+        health_check_interval=30,
+        socket_connect_timeout=timeouts.connect_timeout_s,
+        socket_timeout=timeouts.socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def client_for(settings: RedisSettings) -> redis.Redis:
+    """A client for the configured Redis (see `connect`)."""
+    return connect(settings.url.get_secret_value(), settings)
+
+
+@contextmanager
+def longer_timeout(pipe: Pipeline, seconds: float) -> Iterator[None]:
+    """Give the connection a WATCHing pipeline holds a longer socket timeout, for one long
+    command (the atomic batch write): ordinary commands keep the short timeout that notices a
+    dead connection, and a long write is not abandoned halfway through."""
+    connection = pipe.connection
+    if connection is None:  # not WATCHing: nothing pinned to adjust
+        yield
+        return
+    connection.update_current_socket_timeout(seconds)
+    try:
+        yield
+    finally:
+        if pipe.connection is connection:
+            connection.update_current_socket_timeout(-1)  # back to socket_timeout
 
 
 def command(client: redis.Redis, *args: EncodableT) -> Any:

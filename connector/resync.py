@@ -27,7 +27,7 @@ from connector.errors import ConfigError, ReplicationError
 from connector.index import IndexWriter
 from connector.lsn import Lsn
 from connector.progress import Progress
-from connector.redis_client import connect
+from connector.redis_client import client_for
 from connector.replication import ReplicationConnection, conninfo
 from connector.rows import collect
 from connector.snapshot import copy_table, count_rows, open_snapshot
@@ -84,7 +84,7 @@ def resync(settings: Settings, embedder: Embedder, only: list[str] | None = None
     dsn = conninfo(settings.postgres)
     with psycopg.connect(dsn, autocommit=True) as conn:
         tables = [inspect_table(conn, t) for t in settings.tables if t.qualified_name in chosen]
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     repl = ReplicationConnection(settings.postgres)
     repl.slot = f"{settings.postgres.slot}_resync_{os.getpid()}"[:63]
     try:

@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+import redis
 
 from connector.config import Settings
 from connector.index import index_specs, read_checkpoint
 from connector.keys import stats_key
 from connector.lsn import Lsn
-from connector.redis_client import command, connect, text
+from connector.redis_client import client_for, command, text
+from connector.redis_memory import eviction_policy, judge_policy, memory_usage
 from connector.replication import conninfo, describe_dsn, slot_info
 
 
@@ -20,8 +22,9 @@ from connector.replication import conninfo, describe_dsn, slot_info
 class IndexStatus:
     name: str
     rows: int
-    chunks: int
+    chunks: int  # documents in the RediSearch index
     dead_letters: int
+    expected_chunks: int = 0  # chunks the row manifests list
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Status:
     restart_lsn: str | None = None
     current_wal_lsn: str | None = None
     retained_wal_bytes: int | None = None
+    redis_memory: str | None = None
+    eviction_policy: str | None = None
     checkpoint_lsn: str | None = None
     checkpoint_age_s: float | None = None
     lag_bytes: int | None = None
@@ -78,34 +83,71 @@ def _fill_slot(status: Status, settings: Settings) -> Lsn:
 
 
 def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
-    client = connect(settings.redis.url.get_secret_value())
+    client = client_for(settings.redis)
     try:
+        _fill_memory(status, settings, client)
         checkpoint = read_checkpoint(client, settings.postgres.slot)
-        if checkpoint is None:
-            status.warnings.append("Redis holds no checkpoint: the index has not been built")
-        else:
+        if checkpoint is not None:
             status.checkpoint_lsn = str(checkpoint.lsn)
             status.checkpoint_age_s = round(time.time() - checkpoint.updated_at, 3)
             status.lag_bytes = max(current.value - checkpoint.lsn.value, 0)
             commit_time = checkpoint.commit_time or checkpoint.updated_at
             status.lag_seconds = round(time.time() - commit_time, 3) if status.lag_bytes else 0.0
         for spec in index_specs(settings.tables).values():
-            status.indexes.append(_index_status(client, spec.name, spec.keys.row_prefix))
+            index = _index_status(client, spec.name, spec.keys.row_prefix)
+            status.indexes.append(index)
+            if index.chunks < index.expected_chunks:
+                status.warnings.append(
+                    f"index {index.name} holds {index.chunks} chunks but its row manifests list "
+                    f"{index.expected_chunks}: keys were lost (eviction? see maxmemory-policy). "
+                    "Run `connector verify --repair`"
+                )
+        if checkpoint is None:
+            built = any(index.rows for index in status.indexes)
+            status.warnings.append(
+                "Redis holds no checkpoint but the index has rows: Redis lost it (eviction, "
+                "FLUSHALL, restart without persistence); the next `connector run` resynchronises"
+                if built
+                else "Redis holds no checkpoint: the index has not been built"
+            )
         raw = client.hgetall(stats_key(settings.postgres.slot))
         status.counters = {text(k): int(float(text(v))) for k, v in raw.items()}
     finally:
         client.close()
 
 
-def _index_status(client: Any, name: str, row_prefix: str) -> IndexStatus:
+def _fill_memory(status: Status, settings: Settings, client: redis.Redis) -> None:
+    status.redis_memory = memory_usage(client)
+    status.eviction_policy = eviction_policy(client)
+    verdict = judge_policy(status.eviction_policy, settings.redis.allow_eviction)
+    if verdict.level != "ok":
+        status.warnings.append(verdict.message)
+
+
+def _index_status(client: redis.Redis, name: str, row_prefix: str) -> IndexStatus:
     try:
         info = command(client, "FT.INFO", name)
         chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
-    except Exception:  # no index yet
+    except redis.ResponseError:  # no index yet
         chunks = 0
-    rows = sum(1 for _ in client.scan_iter(match=f"{row_prefix}*", count=1000))
+    rows = expected = 0
+    batch: list[bytes] = []
+    for row in client.scan_iter(match=f"{row_prefix}*", count=1000):
+        batch.append(row)
+        if len(batch) == 1000:
+            rows, expected = rows + len(batch), expected + _listed_chunks(client, batch)
+            batch = []
+    rows, expected = rows + len(batch), expected + _listed_chunks(client, batch)
     dead = int(client.xlen(f"{name}:deadletter"))
-    return IndexStatus(name, rows, chunks, dead)
+    return IndexStatus(name, rows, chunks, dead, expected)
+
+
+def _listed_chunks(client: redis.Redis, rows: list[bytes]) -> int:
+    """How many chunks the manifests of `rows` list."""
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        pipe.hget(row, "hashes")
+    return sum(len(h.split(b",")) for h in pipe.execute() if h)
 
 
 def collect_status(settings: Settings) -> Status:
@@ -126,14 +168,15 @@ def render(status: Status) -> str:
         f"  restart LSN       {status.restart_lsn}",
         f"  retained WAL      {_bytes(status.retained_wal_bytes)}",
         f"current WAL         {status.current_wal_lsn}",
+        f"redis memory        {status.redis_memory}",
         f"checkpoint (Redis)  {status.checkpoint_lsn} (written {status.checkpoint_age_s}s ago)",
         f"lag                 {_bytes(status.lag_bytes)}, {status.lag_seconds}s since the last "
         "applied commit",
     ]
     for index in status.indexes:
         lines.append(
-            f"index {index.name:<13} {index.rows} rows, {index.chunks} chunks, "
-            f"{index.dead_letters} dead letters"
+            f"index {index.name:<13} {index.rows} rows, {index.chunks} chunks (manifests list "
+            f"{index.expected_chunks}), {index.dead_letters} dead letters"
         )
     if status.counters:
         lines.append(

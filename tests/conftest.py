@@ -8,6 +8,8 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -145,17 +147,54 @@ def make_settings(
 
 
 class RunningConnector:
-    """A Connector running in a thread of the test process, stopped at the end of the test."""
+    """A Connector running in a thread of the test process, stopped at the end of the test.
+    With `probes`, it has real metrics served with /healthz and /readyz on a loopback port
+    (`probe_url`), as `connector run` serves them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, probes: bool = False) -> None:
         from connector.embeddings import make_embedder
+        from connector.metrics import HealthServer, Metrics
         from connector.pipeline import Connector
 
         self.settings = settings
         self.embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
-        self.connector = Connector(settings, self.embedder)
+        self.metrics = Metrics() if probes else None
+        self.connector = Connector(settings, self.embedder, self.metrics)
+        self.server: HealthServer | None = None
+        if self.metrics is not None:
+            embedder = self.embedder
+            self.metrics.track_embedder(lambda: embedder.stats, embedder.provider, embedder.model)
+            self.server = HealthServer(self.metrics, self.connector.is_ready, "127.0.0.1", 0)
+            self.server.start()
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def probe_url(self) -> str:
+        assert self.server is not None, "started without probes"
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def probe(self, path: str) -> tuple[int, str]:
+        """GET a probe path: (status, body)."""
+        try:
+            with urllib.request.urlopen(self.probe_url + path, timeout=5) as response:  # noqa: S310
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode()
+            exc.close()
+            return exc.code, body
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the scraped /metrics, or None when absent."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.probe("/metrics")[1]):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return None
 
     def _run(self) -> None:
         try:
@@ -177,24 +216,28 @@ class RunningConnector:
         self.connector.stop()
         self.thread.join(30)
         self.embedder.close()
+        if self.server is not None:
+            self.server.stop()
         assert not self.thread.is_alive(), "connector did not stop"
         if self.errors:
             raise self.errors[0]
 
 
 @pytest.fixture
-def run_connector() -> Iterator[Callable[[Settings], RunningConnector]]:
+def run_connector() -> Iterator[Callable[..., RunningConnector]]:
     started: list[RunningConnector] = []
 
-    def start(settings: Settings) -> RunningConnector:
-        running = RunningConnector(settings).start()
+    def start(settings: Settings, probes: bool = False) -> RunningConnector:
+        running = RunningConnector(settings, probes)
         started.append(running)
-        return running
+        return running.start()
 
     yield start
     for running in started:
         if running.thread.is_alive():
             running.stop()
+        elif running.server is not None:
+            running.server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """The bounded queue between the replication reader and the applier (backpressure)."""
 
 import threading
+import time
 
 from connector.changes import Op, RowChange, Transaction
 from connector.lsn import Lsn
@@ -37,11 +38,21 @@ def test_take_bounds_batches_by_rows_and_keeps_order() -> None:
     assert len(rest) == 8 and rest[-1] == Idle(Lsn(99))
 
 
-def test_take_waits_the_window_for_more() -> None:
+def test_take_waits_the_window_only_while_a_transaction_is_on_its_way() -> None:
     queue = ChangeQueue(max_changes=1000)
+    queue.more_coming = True  # the reader is inside a transaction
     queue.put(txn(1, 1), timeout_s=0.01)
     later = threading.Timer(0.02, lambda: queue.put(txn(2, 1), timeout_s=0.01))
     later.start()
     batch = queue.take(max_rows=10, max_wait_s=0.5, timeout_s=0.01)
     later.join()
     assert len(batch) == 2
+
+
+def test_a_lone_commit_is_taken_at_once() -> None:
+    queue = ChangeQueue(max_changes=1000)
+    queue.put(txn(1, 1), timeout_s=0.01)
+    started = time.monotonic()
+    batch = queue.take(max_rows=10, max_wait_s=0.5, timeout_s=0.01)
+    assert len(batch) == 1
+    assert time.monotonic() - started < 0.1  # not the 0.5 s window

@@ -7,11 +7,14 @@ Entries expire after `embedding.cache_ttl_s`, so text that is no longer indexed 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import redis
 
 from connector.embeddings.base import Embedder, EmbeddingRejected, EmbeddingStats
+
+log = logging.getLogger(__name__)
 
 
 class CachedEmbedder:
@@ -62,7 +65,10 @@ class CachedEmbedder:
             found[i] = vector
             if vector is not None:
                 pipe.set(keys[i], vector, ex=self.ttl_s)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.OutOfMemoryError:  # a cache is optional; the index write will say why
+            log.debug("vector cache not written: Redis is at maxmemory")
         if errors:
             raise EmbeddingRejected(found, errors)
         return [v for v in found if v is not None]
