@@ -491,31 +491,3 @@ def test_replaying_the_stream_changes_nothing(
     assert_index_equals_table(settings, migrated_dsn)
     assert read_checkpoint(client, "test_slot") == checkpoint
     client.close()
-
-
-def test_partial_toast_update_without_full_identity_is_dead_lettered(
-    migrated_dsn: str, redis_url: str, run_connector: Start
-) -> None:
-    """content = title + body, REPLICA IDENTITY DEFAULT, only the title changes while the body is
-    TOASTed: the body's text is not in the change, so the row is dead-lettered (never indexed
-    with an empty body), with the fix in the message, and later changes still flow."""
-    settings = make_settings(migrated_dsn, redis_url)
-    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
-        conn.execute("ALTER TABLE documents REPLICA IDENTITY DEFAULT")
-        conn.execute("ALTER TABLE documents ALTER COLUMN body SET STORAGE EXTERNAL")
-        conn.execute(
-            "INSERT INTO documents (id, title, body) VALUES (1, 'a', %s)", [_incompressible(3000)]
-        )
-    run_connector(settings)
-    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
-        conn.execute("UPDATE documents SET title = 'b' WHERE id = 1")
-        conn.execute("INSERT INTO documents (id, title, body) VALUES (2, 'later', 'still flows')")
-    found = synced(settings, migrated_dsn)
-    assert keys_of(found, "still flows later", k=1) == [("2",)]
-    client = connect(redis_url)
-    letters = client.xrange("documents:deadletter")
-    assert len(letters) == 1
-    fields = {k.decode(): v.decode() for k, v in letters[0][1].items()}
-    assert fields["table"] == "public.documents"
-    assert "REPLICA IDENTITY FULL" in fields["error"] and "body" in fields["error"]
-    client.close()
