@@ -8,6 +8,7 @@ text cites as [n].
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,8 +64,14 @@ class Answerer:
         self.searcher = found or searcher(settings)
         chat = settings.chat
         key = chat.api_key or settings.embedding.api_key
+        secret = key.get_secret_value() if key else os.environ.get("OPENAI_API_KEY")
+        if not secret:
+            raise ConfigError(
+                "no API key for the chat model: set chat.api_key (CONNECTOR_CHAT__API_KEY), "
+                "embedding.api_key (CONNECTOR_EMBEDDING__API_KEY) or OPENAI_API_KEY"
+            )
         self.client = openai.OpenAI(
-            api_key=key.get_secret_value() if key else None,
+            api_key=secret,
             base_url=chat.base_url or settings.embedding.base_url,
             timeout=chat.timeout_s,
         )

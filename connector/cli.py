@@ -312,10 +312,12 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
     from connector.answer import Answerer
     from connector.config import load_settings
+    from connector.query import searcher
 
     settings = load_settings(args.config)
-    answerer = Answerer(settings)
-    filters = parse_filters(args.filter or [], answerer.searcher.spec.fields)
+    found = searcher(settings)
+    filters = parse_filters(args.filter or [], found.spec.fields)
+    answerer = Answerer(settings, found)
 
     def show(piece: str) -> None:
         if not args.json:

@@ -214,11 +214,12 @@ class Searcher:
     ) -> list[Hit]:
         if k <= 0:
             raise QueryError(f"k must be a positive number of results, not {k}")
+        query = build_query(self.spec.fields, filters)  # bad input is refused before any I/O
         self._check_model()
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
         vector = self.embed_query(text)
-        hits = self._knn(vector, build_query(self.spec.fields, filters), k if not hybrid else 2 * k)
+        hits = self._knn(vector, query, k if not hybrid else 2 * k)
         if hybrid:
             hits = _fuse(hits, self._bm25(text, build_query(self.spec.fields, filters), 2 * k))
         return hits[:k]

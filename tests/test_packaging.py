@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,3 +43,79 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "./dev.sh test" in readme.split("\n## ")[0]
     assert "./dev.sh test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_built_wheel_runs_its_migrations_and_every_help(tmp_path: Path, pg_dsn: str) -> None:
+    """`pip install .` (not editable) ships the SQL: the wheel, installed into a fresh virtual
+    environment, applies the migrations from inside the package, far from the source tree."""
+    import shutil
+    import sysconfig
+
+    source = tmp_path / "source"  # a copy, so no build/ left from an earlier build is reused
+    shutil.copytree(
+        ROOT, source, symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".dev", "build", "*.egg-info", "bench"),
+    )  # fmt: skip
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(wheels), str(source)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    wheel = next(wheels.glob("*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
+         str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    # The dependencies come from this environment (no network); the package only from the wheel.
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv / "bin" / "connector"), *args],
+            capture_output=True, text=True, cwd=elsewhere, timeout=120,
+        )  # fmt: skip
+
+    where = subprocess.run(
+        [str(python), "-c", "import connector; print(connector.__file__)"],
+        capture_output=True, text=True, cwd=elsewhere, check=True,
+    ).stdout  # fmt: skip
+    assert where.startswith(str(venv)), where
+    done = run("migrate", "--dsn", pg_dsn)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "applied", "001_documents.sql", "applied", "002_connector_role.sql",
+    ]  # fmt: skip
+    from connector.cli import build_parser
+
+    parser = build_parser()
+    commands = [[]] + [[name] for name in _subcommands(parser)]
+    commands += [[group, name] for group in ("dev", "slot") for name in _subcommands(parser, group)]
+    for command in commands:
+        done = run(*command, "--help")
+        assert done.returncode == 0 and "usage: connector" in done.stdout, (command, done.stderr)
+
+
+def _subcommands(parser: Any, group: str | None = None) -> list[str]:
+    if group is not None:
+        parser = _subcommand_parsers(parser)[group]
+    return list(_subcommand_parsers(parser))
+
+
+def _subcommand_parsers(parser: Any) -> dict[str, Any]:
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
