@@ -27,6 +27,8 @@ from connector.query import search
 P99_TARGET_MS = 50.0
 P99_TARGET_RATE = 200
 LONE_TARGET_MS = 20.0
+LONE_P50_TARGET_MS = 3.0
+READ_YOUR_WRITES_TARGET_MS = 2.0  # what search(min_lsn=...) adds over the commit -> visible time
 _INSERT = "INSERT INTO documents (id, title, body, source, tags) VALUES (%s, %s, %s, %s, %s)"
 
 
@@ -155,16 +157,20 @@ def _figures(result: BenchResult, steady: list[dict[str, Any]], lone: dict[str, 
             met=case["p99"] <= P99_TARGET_MS if judged else None,
         )
     result.add(
-        f"lone commit -> visible, max of {lone['visible']['n']}",
-        lone["visible"]["max"],
+        f"lone commit -> visible, p50 of {lone['visible']['n']}",
+        lone["visible"]["p50"],
         "ms",
-        ceilings=f"p50 {fmt(lone['visible']['p50'])} ms",
-        target=f"<= {LONE_TARGET_MS:.0f} ms",
-        met=lone["visible"]["max"] <= LONE_TARGET_MS,
+        ceilings=f"max {fmt(lone['visible']['max'])} ms (target max <= {LONE_TARGET_MS:.0f} ms)",
+        target=f"p50 <= {LONE_P50_TARGET_MS:.0f} ms",
+        met=lone["visible"]["p50"] <= LONE_P50_TARGET_MS
+        and lone["visible"]["max"] <= LONE_TARGET_MS,
     )
+    added = lone["search_min_lsn"]["p50"] - lone["visible"]["p50"]
     result.add(
-        "lone commit -> search(min_lsn=...) returns, max",
-        lone["search_min_lsn"]["max"],
+        "lone commit -> search(min_lsn=...) returns, p50",
+        lone["search_min_lsn"]["p50"],
         "ms",
-        ceilings=f"p50 {fmt(lone['search_min_lsn']['p50'])} ms",
+        ceilings=f"max {fmt(lone['search_min_lsn']['max'])} ms; adds {fmt(added)} ms over visible",
+        target=f"adds <= {READ_YOUR_WRITES_TARGET_MS:.0f} ms",
+        met=added <= READ_YOUR_WRITES_TARGET_MS,
     )

@@ -68,7 +68,7 @@ class RedisSettings(_Section):
     # batch into HNSW and can take seconds; cutting it short would abandon it and send it again.
     connect_timeout_s: float = Field(default=5.0, gt=0)
     socket_timeout_s: float = Field(default=10.0, gt=0)
-    write_timeout_s: float = Field(default=120.0, gt=0)
+    write_timeout_s: float = Field(default=60.0, gt=0)
     # An allkeys-* maxmemory-policy can evict the index; the connector refuses to start under
     # it unless this is true.
     allow_eviction: bool = False

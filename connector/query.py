@@ -38,6 +38,9 @@ _RRF_K = 60
 # near-identical vectors; 100 keeps recall high at a fraction of a millisecond more.
 _MIN_EF = 100
 _MAX_WAIT_PAUSE_S = 0.001
+# A filter matching at most this many chunks is searched by brute force (exact, and about as fast
+# as HNSW at that size); more are searched in HNSW with the filter applied in batches.
+_BRUTE_FORCE_MAX = 2_000
 
 
 class NotCaughtUpError(ConnectorError):
@@ -229,10 +232,26 @@ class Searcher:
 
     def _knn(self, vector: bytes, query: Query, k: int) -> list[Hit]:
         where = query.where
-        ef = max(_MIN_EF, 4 * k)
-        knn = f"[KNN {k} @embedding {query.param(vector)} EF_RUNTIME {ef} AS __score]"
+        policy = self._hybrid_policy(query) if query.clauses else ""
+        if policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
+            options = "HYBRID_POLICY ADHOC_BF"
+        else:
+            options = f"EF_RUNTIME {max(_MIN_EF, 4 * k)} {policy}".strip()
+        knn = f"[KNN {k} @embedding {query.param(vector)} {options} AS __score]"
         found = self._run(f"({where})=>{knn}", query, k, ["SORTBY", "__score", "ASC"])
         return [self._hit(values, 1.0 - float(values.get("__score", "1"))) for values in found]
+
+    def _hybrid_policy(self, query: Query) -> str:
+        """How a filtered KNN runs. RediSearch's own choice brute-forces filters that match
+        thousands of documents (p99 7 ms at 100k chunks, 10% matching; bench/): few matches are
+        brute-forced, more are searched in HNSW batches (p99 1.5 ms). One count query decides."""
+        count = Query(query.clauses, {k: v for k, v in query.params.items()})
+        reply = command(
+            self.client, "FT.SEARCH", self.spec.name, count.where, *count.args(),
+            "LIMIT", "0", "0", "DIALECT", "2",
+        )  # fmt: skip
+        matching = int(reply.get(b"total_results", 0)) if isinstance(reply, dict) else 0
+        return "ADHOC_BF" if matching <= _BRUTE_FORCE_MAX else "HYBRID_POLICY BATCHES"
 
     def _bm25(self, text: str, query: Query, k: int) -> list[Hit]:
         words = _WORD.findall(text)

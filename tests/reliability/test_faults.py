@@ -49,10 +49,14 @@ _PROFILE = Profile.from_environment()
 pytestmark = pytest.mark.timeout(_PROFILE.test_timeout_s)
 
 
-def _settings(dsn: str, url: str, **embedding: object) -> Settings:
+def _settings(
+    dsn: str, url: str, redis: dict[str, object] | None = None, **embedding: object
+) -> Settings:
     sections: dict[str, dict[str, object]] = {"pipeline": {"batch_max_rows": 200}}
     if embedding:
         sections["embedding"] = embedding
+    if redis:
+        sections["redis"] = redis
     return make_settings(dsn, url, tables=TABLES, **sections)
 
 
@@ -497,7 +501,10 @@ def test_connection_blackholed(
     with TcpProxy(target) as proxy:
         if server == "redis":
             address = f"127.0.0.1:{proxy.port}"
-            proxied = _settings(pg_dsn, urlunsplit(urlsplit(redis_url)._replace(netloc=address)))
+            url = urlunsplit(urlsplit(redis_url)._replace(netloc=address))
+            # A connection that dies in the middle of a batch write is noticed after
+            # redis.write_timeout_s (an ordinary command: socket_timeout_s); within the budget.
+            proxied = _settings(pg_dsn, url, redis={"write_timeout_s": _DEAD_CONNECTION_S / 2})
         else:
             dsn = psycopg.conninfo.make_conninfo(
                 pg_dsn, host="127.0.0.1", hostaddr="127.0.0.1", port=str(proxy.port)
