@@ -34,7 +34,7 @@ from connector.errors import (
 from connector.keys import Keyspace, checkpoint_key
 from connector.lsn import Lsn
 from connector.pgtypes import TAG_SEPARATOR, metadata_field
-from connector.redis_client import Fields, command, longer_timeout, text
+from connector.redis_client import Fields, command, longer_timeout, scan_fields, text
 from connector.reselect import Reselected
 from connector.rows import BatchEffects, RowState
 
@@ -577,15 +577,11 @@ class IndexWriter:
 
     def _scan_rows(self, keys: Keyspace, table: str) -> Iterator[tuple[str, int, Lsn]]:
         """Every row Redis holds for `table`: (encoded key, chunk count, LSN)."""
-        row_keys = list(self.client.scan_iter(match=keys.row_pattern(table), count=1000))
-        for start in range(0, len(row_keys), 1000):
-            part = row_keys[start : start + 1000]
-            pipe = self.client.pipeline(transaction=False)
-            for row in part:
-                pipe.hmget(row, "hashes", "lsn")
-            for row, (hashes, lsn) in zip(part, pipe.execute(), strict=True):
-                count = len(hashes.split(b",")) if hashes else 0
-                yield keys.key_from_row(text(row), table), count, Lsn(int(lsn or 0))
+        for row, (hashes, lsn) in scan_fields(
+            self.client, keys.row_pattern(table), "hashes", "lsn"
+        ):
+            count = len(hashes.split(b",")) if hashes else 0
+            yield keys.key_from_row(text(row), table), count, Lsn(int(lsn or 0))
 
     def sweep(self, tables: Iterable[TableInfo], older_than: Lsn) -> int:
         """Delete rows last written before `older_than` (after a resync copy: rows the tables no

@@ -245,7 +245,7 @@ class Searcher:
         """How a filtered KNN runs. RediSearch's own choice brute-forces filters that match
         thousands of documents (p99 7 ms at 100k chunks, 10% matching; bench/): few matches are
         brute-forced, more are searched in HNSW batches (p99 1.5 ms). One count query decides."""
-        count = Query(query.clauses, {k: v for k, v in query.params.items()})
+        count = Query(query.clauses, dict(query.params))
         reply = command(
             self.client, "FT.SEARCH", self.spec.name, count.where, *count.args(),
             "LIMIT", "0", "0", "DIALECT", "2",

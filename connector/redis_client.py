@@ -63,6 +63,20 @@ def command(client: redis.Redis, *args: EncodableT) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
+def scan_fields(
+    client: redis.Redis, match: str, *fields: str, batch: int = 1000
+) -> Iterator[tuple[bytes, list[bytes | None]]]:
+    """Every key matching `match` with the values of `fields` (HMGET), read in pipelined
+    batches of `batch` keys."""
+    keys = list(client.scan_iter(match=match, count=batch))
+    for start in range(0, len(keys), batch):
+        part = keys[start : start + batch]
+        pipe = client.pipeline(transaction=False)
+        for key in part:
+            pipe.hmget(key, list(fields))
+        yield from zip(part, pipe.execute(), strict=True)
+
+
 def search_docs(reply: Any) -> list[tuple[str, dict[str, str]]]:
     """An FT.SEARCH reply (RESP3 map) as (key, fields) pairs."""
     docs = []

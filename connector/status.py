@@ -13,7 +13,7 @@ from connector.config import Settings
 from connector.index import index_specs, read_checkpoint
 from connector.keys import stats_key
 from connector.lsn import Lsn
-from connector.redis_client import client_for, command, text
+from connector.redis_client import client_for, command, scan_fields, text
 from connector.redis_memory import eviction_policy, judge_policy, memory_usage
 from connector.replication import conninfo, describe_dsn, slot_info
 
@@ -131,23 +131,11 @@ def _index_status(client: redis.Redis, name: str, row_prefix: str) -> IndexStatu
     except redis.ResponseError:  # no index yet
         chunks = 0
     rows = expected = 0
-    batch: list[bytes] = []
-    for row in client.scan_iter(match=f"{row_prefix}*", count=1000):
-        batch.append(row)
-        if len(batch) == 1000:
-            rows, expected = rows + len(batch), expected + _listed_chunks(client, batch)
-            batch = []
-    rows, expected = rows + len(batch), expected + _listed_chunks(client, batch)
+    for _row, (hashes,) in scan_fields(client, f"{row_prefix}*", "hashes"):
+        rows += 1
+        expected += len(hashes.split(b",")) if hashes else 0
     dead = int(client.xlen(f"{name}:deadletter"))
     return IndexStatus(name, rows, chunks, dead, expected)
-
-
-def _listed_chunks(client: redis.Redis, rows: list[bytes]) -> int:
-    """How many chunks the manifests of `rows` list."""
-    pipe = client.pipeline(transaction=False)
-    for row in rows:
-        pipe.hget(row, "hashes")
-    return sum(len(h.split(b",")) for h in pipe.execute() if h)
 
 
 def collect_status(settings: Settings) -> Status:

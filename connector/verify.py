@@ -18,7 +18,7 @@ from connector.index import text_hash
 from connector.keys import Keyspace
 from connector.lsn import ZERO
 from connector.pgtypes import metadata_field
-from connector.redis_client import text
+from connector.redis_client import scan_fields, text
 from connector.rows import RowState, row_key
 from connector.snapshot import copy_table
 
@@ -125,16 +125,10 @@ def compare_table(
 
 
 def _indexed_rows(client: redis.Redis, keys: Keyspace, table: str) -> dict[str, list[str]]:
-    rows = [k.decode() for k in client.scan_iter(match=keys.row_pattern(table), count=1000)]
     found: dict[str, list[str]] = {}
-    for start in range(0, len(rows), 1000):
-        part = rows[start : start + 1000]
-        pipe = client.pipeline(transaction=False)
-        for row in part:
-            pipe.hget(row, "hashes")
-        for row, hashes in zip(part, pipe.execute(), strict=True):
-            joined = text(hashes)
-            found[keys.key_from_row(row, table)] = joined.split(",") if joined else []
+    for row, (hashes,) in scan_fields(client, keys.row_pattern(table), "hashes"):
+        joined = text(hashes)
+        found[keys.key_from_row(text(row), table)] = joined.split(",") if joined else []
     return found
 
 

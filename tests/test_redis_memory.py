@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import redis
 
+from connector.config import Settings
 from connector.errors import ConfigError
 from connector.keys import Keyspace, checkpoint_key
 from connector.lsn import Lsn
@@ -41,6 +42,22 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def syncs_with_a_warning(
+    settings: Settings, run_connector: Start, caplog: pytest.LogCaptureFixture, *words: str
+) -> None:
+    """The connector starts and syncs a row, having warned with all of `words` in its log, and
+    `status` warns too."""
+    dsn = settings.postgres.dsn.get_secret_value()
+    caplog.set_level(logging.WARNING, logger="connector")
+    run_connector(settings)
+    insert(dsn, (1, "warned", "still synced"))
+    assert keys_of(synced(settings, dsn), "still synced", k=1) == [("1",)]
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(all(word in message for word in words) for message in warnings), warnings
+    assert any(words[0] in w for w in collect_status(settings).warnings)
+    assert_index_equals_table(settings, dsn)
 
 
 def test_a_full_redis_pauses_the_daemon_which_catches_up_once_memory_is_free(
@@ -104,13 +121,7 @@ def test_an_allkeys_policy_refuses_to_start_unless_allowed(
     assert any("allkeys-lru" in w for w in collect_status(settings).warnings)
 
     allowed = make_settings(migrated_dsn, redis_url, redis={"allow_eviction": True})
-    caplog.set_level(logging.WARNING, logger="connector")
-    run_connector(allowed)
-    insert(migrated_dsn, (1, "allowed", "the user knows better"))
-    assert keys_of(synced(allowed, migrated_dsn), "the user knows better", k=1) == [("1",)]
-    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("allkeys-lru" in w and "allow_eviction = true" in w for w in warnings)
-    assert_index_equals_table(allowed, migrated_dsn)
+    syncs_with_a_warning(allowed, run_connector, caplog, "allkeys-lru", "allow_eviction = true")
 
 
 def test_a_volatile_policy_warns_about_tombstones_and_cached_vectors(
@@ -122,16 +133,7 @@ def test_a_volatile_policy_warns_about_tombstones_and_cached_vectors(
 ) -> None:
     admin.config_set("maxmemory-policy", "volatile-lru")
     settings = make_settings(migrated_dsn, redis_url)
-    caplog.set_level(logging.WARNING, logger="connector")
-    run_connector(settings)
-    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(
-        "volatile-lru" in w and "tombstones" in w and "cached vectors" in w for w in warnings
-    )
-    assert any("volatile-lru" in w for w in collect_status(settings).warnings)
-    insert(migrated_dsn, (1, "volatile", "still synced"))
-    synced(settings, migrated_dsn)
-    assert_index_equals_table(settings, migrated_dsn)
+    syncs_with_a_warning(settings, run_connector, caplog, "volatile-lru", "tombstones", "vectors")
 
 
 def test_a_redis_that_refuses_config_is_said_to_be_unchecked(
@@ -149,14 +151,7 @@ def test_a_redis_that_refuses_config_is_said_to_be_unchecked(
     url = urlunsplit(parts._replace(netloc=f"managed:managed-pw@{parts.hostname}:{parts.port}"))
     try:
         settings = make_settings(migrated_dsn, url)
-        caplog.set_level(logging.WARNING, logger="connector")
-        run_connector(settings)
-        insert(migrated_dsn, (1, "managed", "no CONFIG here"))
-        synced(settings, migrated_dsn)
-        warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
-        assert any("could not check" in w and "maxmemory-policy" in w for w in warnings)
-        assert any("could not check" in w for w in collect_status(settings).warnings)
-        assert_index_equals_table(settings, migrated_dsn)
+        syncs_with_a_warning(settings, run_connector, caplog, "could not check", "maxmemory-policy")
     finally:
         admin.execute_command("ACL", "DELUSER", "managed")  # type: ignore[no-untyped-call]
 
