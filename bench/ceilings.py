@@ -22,11 +22,11 @@ import redis
 from bench.data import Row
 from bench.env import num_docs
 from connector.config import Settings
-from connector.devservices import postgres_bindir
-from connector.embeddings import HashingEmbedder
-from connector.index import IndexSpec, _schema_args, index_specs
-from connector.lsn import Lsn
-from connector.replication import wal2json_options
+from connector.core.lsn import Lsn
+from connector.embed import HashingEmbedder
+from connector.sink.schema import IndexSpec, _schema_args, index_specs
+from connector.source.replication import wal2json_options
+from connector.testing.services import postgres_bindir
 
 
 @dataclass

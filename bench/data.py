@@ -10,8 +10,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from connector.chunking import Chunker, get_encoding
 from connector.config import Settings
+from connector.core.chunking import Chunker
+from connector.embed.tokenizer import get_encoding
 
 _SYLLABLES = [
     "ka", "to", "ri", "men", "sa", "lo", "ver", "den", "ta", "shi", "mon", "pa", "li", "nor",

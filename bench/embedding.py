@@ -17,8 +17,8 @@ from bench.env import Scenario, Services, ThreadConnector, current_lsn, scenario
 from bench.ingest import load
 from bench.report import BenchResult
 from bench.sizes import Sizes
-from connector.chunking import get_encoding
-from connector.embeddings import HashingEmbedder
+from connector.embed import HashingEmbedder
+from connector.embed.tokenizer import get_encoding
 
 RATIO_TARGET = 0.2
 PARAGRAPHS = 20

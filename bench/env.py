@@ -28,14 +28,14 @@ import redis
 from psycopg import sql
 
 from connector.config import Settings
-from connector.devservices import PostgresServer, RedisStackServer
-from connector.embeddings import HashingEmbedder
-from connector.embeddings.base import Embedder
-from connector.index import index_specs
-from connector.keys import checkpoint_key
-from connector.lsn import Lsn
-from connector.migrate import apply_migrations
+from connector.core.keys import checkpoint_key
+from connector.core.lsn import Lsn
+from connector.embed import HashingEmbedder
+from connector.embed.base import Embedder
 from connector.query import Searcher, close_searchers, searcher
+from connector.sink.schema import index_specs
+from connector.source.migrate import apply_migrations
+from connector.testing.services import PostgresServer, RedisStackServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -410,7 +410,7 @@ class ThreadConnector:
     it can count what is sent to it)."""
 
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
-        from connector.pipeline import Connector
+        from connector.flow.daemon import Connector
 
         self.connector = Connector(settings, embedder)
         self.errors: list[BaseException] = []

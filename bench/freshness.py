@@ -21,7 +21,7 @@ from bench.env import INDEX, TABLE, ConnectorProcess, Services, current_lsn, sce
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
-from connector.keys import Keyspace
+from connector.core.keys import Keyspace
 from connector.query import search
 
 P99_TARGET_MS = 50.0

@@ -28,8 +28,8 @@ from bench.ingest import load
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
-from connector.keys import checkpoint_key
-from connector.lsn import Lsn
+from connector.core.keys import checkpoint_key
+from connector.core.lsn import Lsn
 from connector.query import Searcher, search
 
 P99_TARGET_MS = {"knn": 5.0, "tag filter": 3.0, "hybrid": 8.0}  # idle, 100k chunks

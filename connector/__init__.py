@@ -2,7 +2,51 @@
 
 The connector follows PostgreSQL logical replication (wal2json), turns committed changes of the
 configured content tables into chunked, embedded Redis vector-search keys, and ships `search()`
-to query the synced index.
+and `answer()` to query the synced index.
+
+The public surface is re-exported here; the packages under it are the implementation:
+`core` (pure), `source` (PostgreSQL), `sink` (Redis writes), `embed`, `flow` (the daemon),
+`ops` (operator commands), `query`, `testing` (the shared harness).
 """
 
+from connector.config import Settings, load_settings
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    ModelMismatchError,
+    QueryError,
+    RedisIndexError,
+)
+from connector.query import (
+    Answer,
+    FilterValue,
+    Hit,
+    NotCaughtUpError,
+    Searcher,
+    answer,
+    close_searchers,
+    search,
+    searcher,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "ConfigError",
+    "ConnectorError",
+    "FilterValue",
+    "Hit",
+    "ModelMismatchError",
+    "NotCaughtUpError",
+    "QueryError",
+    "RedisIndexError",
+    "Searcher",
+    "Settings",
+    "__version__",
+    "answer",
+    "close_searchers",
+    "load_settings",
+    "search",
+    "searcher",
+]

@@ -22,7 +22,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_dev_up(args: argparse.Namespace) -> int:
-    from connector.devservices import DevServices
+    from connector.testing.services import DevServices
 
     services = DevServices.in_folder(Path(args.dir))
     state = services.up(args.dbname)
@@ -36,7 +36,7 @@ def _cmd_dev_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev_down(args: argparse.Namespace) -> int:
-    from connector.devservices import DevServices
+    from connector.testing.services import DevServices
 
     DevServices.in_folder(Path(args.dir)).down()
     print(f"stopped the services in {args.dir}")
@@ -45,7 +45,7 @@ def _cmd_dev_down(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.migrate import MIGRATIONS_DIR, apply_migrations
+    from connector.source.migrate import MIGRATIONS_DIR, apply_migrations
 
     dsn = args.dsn
     if not dsn:
@@ -62,13 +62,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from connector.config import load_settings
-    from connector.embeddings import make_embedder
+    from connector.embed import make_embedder
+    from connector.flow.daemon import Connector
     from connector.metrics import HealthServer, Metrics
-    from connector.pipeline import Connector
+    from connector.sink.redis_client import client_for
 
     settings = load_settings(args.config)
     _logging(args, settings)
-    embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+    embedder = make_embedder(settings.embedding, client_for(settings.redis))
     metrics = Metrics()
     metrics.track_embedder(lambda: embedder.stats, embedder.provider, embedder.model)
     connector = Connector(settings, embedder, metrics)
@@ -106,7 +107,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from connector.config import load_settings
-    from connector.status import collect_status, render
+    from connector.ops.status import collect_status, render
 
     status = collect_status(load_settings(args.config))
     print(json.dumps(status.as_dict(), indent=2) if args.json else render(status))
@@ -115,8 +116,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.lsn import Lsn
-    from connector.operations import rewind
+    from connector.core.lsn import Lsn
+    from connector.ops.replay import rewind
 
     settings = load_settings(args.config)
     lsn = Lsn.parse(args.from_lsn)  # checked by argparse
@@ -128,11 +129,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_resync(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.embeddings import make_embedder
-    from connector.resync import resync
+    from connector.embed import make_embedder
+    from connector.ops.resync import resync
+    from connector.sink.redis_client import client_for
 
     settings = load_settings(args.config)
-    embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+    embedder = make_embedder(settings.embedding, client_for(settings.redis))
     try:
         report = resync(settings, embedder, args.table)
     finally:
@@ -146,8 +148,9 @@ def _cmd_resync(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.embeddings import make_embedder
-    from connector.operations import checkpoint_problem, repair, verify
+    from connector.embed import make_embedder
+    from connector.ops.verify import checkpoint_problem, repair, verify
+    from connector.sink.redis_client import client_for
 
     settings = load_settings(args.config)
     drifts = verify(settings, args.table)
@@ -161,7 +164,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if not args.repair:
         print("drift found: run `connector verify --repair` to fix it")
         return 1
-    embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+    embedder = make_embedder(settings.embedding, client_for(settings.redis))
     try:
         repair(settings, embedder, drifts)
     finally:
@@ -174,7 +177,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_slot_drop(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.operations import drop_slot
+    from connector.ops.slot import drop_slot
 
     settings = load_settings(args.config)
     if drop_slot(settings, args.force):
@@ -261,7 +264,7 @@ def _positive_int(text: str) -> int:
 
 
 def _lsn_text(text: str) -> str:
-    from connector.lsn import Lsn
+    from connector.core.lsn import Lsn
 
     try:
         Lsn.parse(text)
@@ -310,9 +313,9 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from connector.answer import Answerer
     from connector.config import load_settings
     from connector.query import searcher
+    from connector.query.answerer import Answerer
 
     settings = load_settings(args.config)
     found = searcher(settings)

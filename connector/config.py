@@ -104,7 +104,7 @@ class EmbeddingSettings(_Section):
     max_input_tokens: int = Field(default=8191, gt=0)
     max_concurrency: int = Field(default=4, gt=0, le=64)
     timeout_s: float = Field(default=30.0, gt=0)
-    # How long one batch keeps retrying a failing provider before the pipeline restarts from
+    # How long one batch keeps retrying a failing provider before the daemon restarts from
     # its checkpoint (it then retries again: nothing is confirmed meanwhile, nothing is lost).
     retry_max_s: float = Field(default=120.0, gt=0)
     # Cache vectors in Redis by (model, dimensions, text hash): identical text is paid once.

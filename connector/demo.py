@@ -23,11 +23,11 @@ from pathlib import Path
 import psycopg
 
 from connector.config import Settings, load_settings
-from connector.devservices import DevServices
 from connector.errors import ConnectorError
-from connector.migrate import apply_migrations
 from connector.query import Searcher, searcher
-from connector.redis_client import command
+from connector.sink.redis_client import command
+from connector.source.migrate import apply_migrations
+from connector.testing.services import DevServices
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo"}
 

@@ -15,8 +15,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from connector.core.lsn import Lsn
 from connector.errors import ConfigError
-from connector.lsn import Lsn
 
 __all__ = ["FORMATS", "LEVELS", "Redactor", "configure_logging", "redact"]
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from connector.embeddings.base import EmbeddingStats
+from connector.embed.base import EmbeddingStats
 
 __all__ = ["CONTENT_TYPE", "HealthServer", "Metrics"]
 

@@ -70,7 +70,7 @@ if [ ! -e "$stamp" ]; then
 fi
 
 # --- libssl.so.1.1 for the Redis Stack server -------------------------------------------
-server=$("$VENV/bin/python" -c 'from connector.devservices import redis_stack_home; print(redis_stack_home() / "bin" / "redis-server")')
+server=$("$VENV/bin/python" -c 'from connector.testing.services import redis_stack_home; print(redis_stack_home() / "bin" / "redis-server")')
 # grep reads all of ldd's output (with -q it could exit first, and pipefail would see ldd's SIGPIPE).
 if ldd "$server" | grep 'libssl.so.1.1 => not found' >/dev/null && ! find "$CACHE/libssl1.1" -name libssl.so.1.1 2>/dev/null | grep -q .; then
     log "fetching libssl1.1 into $CACHE/libssl1.1 (private folder, nothing installed system-wide)"

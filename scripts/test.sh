@@ -9,5 +9,6 @@ export PATH="$VENV/bin:$PATH"
 echo "==> ruff check";         ruff check connector tests bench
 echo "==> ruff format --check"; ruff format --check connector tests bench
 echo "==> mypy --strict";      mypy --strict connector
+echo "==> lint-imports";       lint-imports  # the package map's contracts (pyproject.toml)
 echo "==> pytest"
 exec pytest "$@"

@@ -21,8 +21,9 @@ import redis
 from psycopg import sql
 
 from connector.config import Settings
-from connector.devservices import PostgresServer, RedisStackServer
-from connector.migrate import apply_migrations
+from connector.sink.redis_client import client_for
+from connector.source.migrate import apply_migrations
+from connector.testing.services import PostgresServer, RedisStackServer
 from tests.fake_openai import FakeOpenAI
 
 
@@ -152,12 +153,12 @@ class RunningConnector:
     (`probe_url`), as `connector run` serves them."""
 
     def __init__(self, settings: Settings, probes: bool = False) -> None:
-        from connector.embeddings import make_embedder
+        from connector.embed import make_embedder
+        from connector.flow.daemon import Connector
         from connector.metrics import HealthServer, Metrics
-        from connector.pipeline import Connector
 
         self.settings = settings
-        self.embedder = make_embedder(settings.embedding, settings.redis.url.get_secret_value())
+        self.embedder = make_embedder(settings.embedding, client_for(settings.redis))
         self.metrics = Metrics() if probes else None
         self.connector = Connector(settings, self.embedder, self.metrics)
         self.server: HealthServer | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from connector.embeddings.hashing import HashingEmbedder
+from connector.embed.hashing import HashingEmbedder
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from connector.config import Settings
+from connector.core.keys import Keyspace
 from connector.errors import ConfigError
-from connector.keys import Keyspace
-from connector.redis_client import connect
+from connector.sink.redis_client import connect
 from tests.conftest import RunningConnector, make_settings
 from tests.test_sync import assert_index_equals_table, keys_of, synced
 
@@ -43,7 +43,7 @@ def test_null_empty_and_blank_content_is_skipped_with_a_warning(
         conn.execute("ALTER TABLE documents ALTER COLUMN title DROP NOT NULL")
     settings = make_settings(migrated_dsn, redis_url)
     run_connector(settings)
-    with caplog.at_level(logging.WARNING, logger="connector.index"):
+    with caplog.at_level(logging.WARNING, logger="connector.flow.planner"):
         with psycopg.connect(migrated_dsn, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO documents (id, title, body) VALUES (1, NULL, NULL), (2, '', ''),"
@@ -222,7 +222,7 @@ def test_schema_changes_while_running(
     assert len(letters) == 2
     assert all("dropped or renamed" in letter["error"] for letter in letters)
     assert keys_of(found, "added a column", k=1) == [("2",)]  # still running and searchable
-    with caplog.at_level(logging.ERROR, logger="connector.monitor"):
+    with caplog.at_level(logging.ERROR, logger="connector.flow.monitor"):
         with psycopg.connect(migrated_dsn, autocommit=True) as conn:
             conn.execute("ALTER TABLE documents RENAME TO documents_old")
         deadline = time.monotonic() + 10

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from connector import chunking
-from connector.chunking import OFFLINE_ENCODING, Chunker, get_encoding
+from connector.core.chunking import Chunker
+from connector.embed import tokenizer
+from connector.embed.tokenizer import OFFLINE_ENCODING, chunker_for, get_encoding
 
 ROOT = Path(__file__).resolve().parent.parent
 _RNG = random.Random(7)
@@ -81,7 +82,8 @@ def test_chunking_is_the_same_in_another_process(chunker: Chunker) -> None:
     code = textwrap.dedent(
         """
         import hashlib, sys
-        from connector.chunking import Chunker, get_encoding
+        from connector.core.chunking import Chunker
+        from connector.embed.tokenizer import get_encoding
         text = sys.stdin.read()
         chunks = Chunker(get_encoding("text-embedding-3-small"), 256, 32).chunk(text)
         print(hashlib.sha256("\\x00".join(chunks).encode()).hexdigest())
@@ -225,7 +227,7 @@ def test_settings_are_checked() -> None:
         Chunker(encoding, 32, 32)
     with pytest.raises(ValueError, match="chunk_tokens"):
         Chunker(encoding, 0, 0)
-    assert Chunker.for_model("text-embedding-3-small", 32, 4).encoding is encoding
+    assert chunker_for("text-embedding-3-small", 32, 4).encoding is encoding
 
 
 def test_models_map_to_offline_encodings() -> None:
@@ -247,7 +249,7 @@ def test_encodings_load_without_network(tmp_path: Path) -> None:
         socket.socket.connect = refuse
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
-        from connector.chunking import get_encoding
+        from connector.embed.tokenizer import get_encoding
         for model in ("text-embedding-3-small", "gpt-4o", "gpt2", "davinci", "unknown"):
             encoding = get_encoding(model)
             assert encoding.encode_ordinary("hello world") == [15339, 1917], model
@@ -273,7 +275,7 @@ def test_an_unwritable_cache_dir_still_gives_the_offline_encoding(tmp_path: Path
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     code = (
-        "from connector.chunking import get_encoding\n"
+        "from connector.embed.tokenizer import get_encoding\n"
         "print(get_encoding('text-embedding-3-small').encode_ordinary('hello world'))"
     )
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(not_a_folder / "cache")}
@@ -288,7 +290,7 @@ def test_an_unwritable_cache_dir_still_gives_the_offline_encoding(tmp_path: Path
 
 def test_the_directly_read_offline_encoding_is_the_registered_one() -> None:
     registered = get_encoding("text-embedding-3-small")
-    direct = chunking._offline_from_package()
+    direct = tokenizer._offline_from_package()
     assert direct.name == registered.name == OFFLINE_ENCODING
     assert direct._pat_str == registered._pat_str
     assert direct._mergeable_ranks == registered._mergeable_ranks
@@ -298,7 +300,7 @@ def test_the_directly_read_offline_encoding_is_the_registered_one() -> None:
 def test_a_corrupt_cached_file_is_not_replaced_by_a_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = chunking._O200K[0]
+    url = tokenizer._O200K[0]
     (tmp_path / hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()).write_bytes(
         b"not the real file"
     )
@@ -309,16 +311,16 @@ def test_a_corrupt_cached_file_is_not_replaced_by_a_download(
 
     monkeypatch.setattr("tiktoken.load.read_file", no_download)
     get_encoding.cache_clear()
-    chunking._warn_fallback.cache_clear()
+    tokenizer._warn_fallback.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="connector.chunking"):
+        with caplog.at_level(logging.WARNING, logger="connector.embed.tokenizer"):
             for model in ("gpt-4o", "gpt-4o-mini", "o200k_base"):
                 assert get_encoding(model).name == OFFLINE_ENCODING
         warnings = [r for r in caplog.records if "o200k_base" in r.getMessage()]
         assert len(warnings) == 1, "warned once per encoding"
     finally:
         get_encoding.cache_clear()
-        chunking._warn_fallback.cache_clear()
+        tokenizer._warn_fallback.cache_clear()
 
 
 def test_five_megabytes_chunk_within_bounds(chunker: Chunker) -> None:

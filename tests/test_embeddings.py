@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from connector.config import EmbeddingSettings
-from connector.embeddings import (
+from connector.embed import (
     Embedder,
     HashingEmbedder,
     bytes_to_vector,
@@ -78,7 +78,7 @@ def test_hashing_is_the_same_in_another_process() -> None:
     code = textwrap.dedent(
         """
         import hashlib, json, sys
-        from connector.embeddings import HashingEmbedder
+        from connector.embed import HashingEmbedder
         texts = json.loads(sys.stdin.read())
         print(hashlib.sha256(b"".join(HashingEmbedder(384).embed(texts))).hexdigest())
         """

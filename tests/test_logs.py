@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from connector.core.lsn import Lsn
 from connector.errors import ConfigError
 from connector.logs import Redactor, configure_logging, redact
-from connector.lsn import Lsn
 
 DSN = "postgresql://connector:pg-s3cret@db.internal:5432/app"
 REDIS_URL = "redis://:r3dis-pass@cache:6379/0"
@@ -53,7 +53,7 @@ def test_text_lines_carry_lsn_and_table(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_json_lines_parse_and_carry_context(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", "json")
-    log = logging.getLogger("connector.pipeline")
+    log = logging.getLogger("connector.flow.daemon")
     log.info("batch of %s", "x", extra={"lsn": "0/16B3748", "table": "public.docs"})
     log.debug("below the level")
     try:
@@ -64,7 +64,7 @@ def test_json_lines_parse_and_carry_context(capsys: pytest.CaptureFixture[str]) 
     first, second = (json.loads(line) for line in lines(capsys.readouterr().err))
     assert set(first) == {"ts", "level", "logger", "message", "lsn", "table"}
     assert first["level"] == "INFO"
-    assert first["logger"] == "connector.pipeline"
+    assert first["logger"] == "connector.flow.daemon"
     assert first["message"] == "batch of x"
     assert first["lsn"] == "0/16B3748" and first["table"] == "public.docs"
     assert first["ts"].endswith("Z")

@@ -1,6 +1,6 @@
 import pytest
 
-from connector.lsn import Lsn
+from connector.core.lsn import Lsn
 
 
 def test_round_trip_and_order() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.embeddings.base import EmbeddingStats
+from connector.embed.base import EmbeddingStats
 from connector.metrics import HealthServer, Metrics
 
 

@@ -19,15 +19,16 @@ import pytest
 import redis
 
 from connector.config import Settings
-from connector.devservices import free_port
-from connector.embeddings import make_embedder
+from connector.core.keys import Keyspace
+from connector.core.lsn import Lsn
+from connector.embed import make_embedder
 from connector.errors import SlotLostError
-from connector.index import read_checkpoint
-from connector.keys import Keyspace
-from connector.lsn import Lsn
-from connector.operations import rewind, verify
-from connector.redis_client import connect
-from connector.resync import resync
+from connector.ops.replay import rewind
+from connector.ops.resync import resync
+from connector.ops.verify import verify
+from connector.sink.checkpoint import read_checkpoint
+from connector.sink.redis_client import connect
+from connector.testing.services import free_port
 from tests.conftest import RunningConnector, make_settings
 from tests.test_sync import _spawn, _write_config, assert_index_equals_table, synced, wal_lsn
 

@@ -39,6 +39,19 @@ def test_cli_help_lists_the_commands() -> None:
         assert command in done.stdout
 
 
+def test_the_public_surface_loads_no_postgres_driver() -> None:
+    """An application that only searches imports `connector` without psycopg."""
+    code = (
+        "import sys; from connector import Settings, answer, load_settings, search, searcher\n"
+        "unwanted = ('psycopg', 'connector.source', 'connector.flow')\n"
+        "print(sorted(m for m in unwanted if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
+
+
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "./dev.sh test" in readme.split("\n## ")[0]

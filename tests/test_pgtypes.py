@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.changes import PgValue
-from connector.pgtypes import metadata_field, parse_array, pg_text, typed_value
+from connector.core.pgtypes import PgValue, metadata_field, parse_array, pg_text, typed_value
 
 IST = timezone(timedelta(hours=5, minutes=30))
 PST = timezone(timedelta(hours=-8))

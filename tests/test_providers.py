@@ -11,15 +11,15 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from connector.chunking import get_encoding
 from connector.config import EmbeddingSettings, Settings
-from connector.embeddings import HashingEmbedder, bytes_to_vector, make_embedder
-from connector.embeddings.openai import OpenAIEmbedder
+from connector.core.lsn import Lsn
+from connector.embed import HashingEmbedder, bytes_to_vector, make_embedder
+from connector.embed.openai import OpenAIEmbedder
+from connector.embed.tokenizer import get_encoding
 from connector.errors import EmbeddingRejected
-from connector.index import read_checkpoint
-from connector.lsn import Lsn
 from connector.query import searcher
-from connector.redis_client import connect
+from connector.sink.checkpoint import read_checkpoint
+from connector.sink.redis_client import connect
 from tests.conftest import RunningConnector, make_settings
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.test_sync import assert_index_equals_table, synced, wal_lsn
@@ -209,7 +209,7 @@ def test_repeated_question_costs_no_api_call(
 def test_answer_streams_with_the_retrieved_rows_in_the_prompt(
     migrated_dsn: str, redis_url: str, run_connector: Start, fake_openai: FakeOpenAI
 ) -> None:
-    from connector.answer import Answerer
+    from connector.query.answerer import Answerer
 
     settings = make_settings(
         migrated_dsn,

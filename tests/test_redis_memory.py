@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from connector.config import Settings
+from connector.core.keys import Keyspace, checkpoint_key
+from connector.core.lsn import Lsn
 from connector.errors import ConfigError
-from connector.keys import Keyspace, checkpoint_key
-from connector.lsn import Lsn
-from connector.status import collect_status
+from connector.ops.status import collect_status
 from tests.conftest import RunningConnector, make_settings
 from tests.test_operations import cli, confirmed_lsn, insert
 from tests.test_sync import _write_config, assert_index_equals_table, keys_of, synced, wal_lsn

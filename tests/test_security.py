@@ -14,13 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.changes import PgValue
-from connector.devservices import free_port
-from connector.embeddings import HashingEmbedder
-from connector.index import IndexSpec, ensure_index
-from connector.pgtypes import metadata_field, tag_text
+from connector.core.pgtypes import PgValue, metadata_field, tag_text
+from connector.embed import HashingEmbedder
 from connector.query import Searcher
-from connector.redis_client import connect
+from connector.sink.redis_client import connect
+from connector.sink.schema import IndexSpec, ensure_index
+from connector.testing.services import free_port
 from tests.conftest import make_settings
 from tests.fake_openai import FakeOpenAI
 from tests.test_operations import cli, insert

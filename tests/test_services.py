@@ -10,7 +10,7 @@ from redis.commands.search.field import TagField, VectorField
 from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.commands.search.query import Query
 
-from connector.migrate import apply_migrations
+from connector.source.migrate import apply_migrations
 
 
 def test_wal2json_slot_reads_back_the_changes(pg_dsn: str) -> None:

@@ -14,16 +14,17 @@ import psycopg
 import pytest
 import redis
 
-from connector.catalog import inspect_table
-from connector.chunking import Chunker, get_encoding
 from connector.config import Settings
-from connector.index import read_checkpoint
-from connector.keys import Keyspace
-from connector.lsn import Lsn
+from connector.core.chunking import Chunker
+from connector.core.keys import Keyspace
+from connector.core.lsn import Lsn
+from connector.embed.tokenizer import get_encoding
+from connector.ops.verify import compare_table
 from connector.query import Searcher, searcher
-from connector.redis_client import command, connect, search_total
-from connector.snapshot import open_snapshot
-from connector.verify import compare_table
+from connector.sink.checkpoint import read_checkpoint
+from connector.sink.redis_client import command, connect, search_total
+from connector.source.catalog import inspect_table
+from connector.source.snapshot import open_snapshot
 from tests.conftest import DOCUMENTS, RunningConnector, make_settings
 
 Start = Callable[[Settings], RunningConnector]
@@ -445,11 +446,11 @@ def test_replaying_the_stream_changes_nothing(
 ) -> None:
     """Feed every change again (as a replay from an old LSN would): deleted rows stay deleted,
     updated rows keep their newest version, and the checkpoint does not move back."""
-    from connector.embeddings import make_embedder
-    from connector.index import IndexWriter
-    from connector.replication import wal2json_options
-    from connector.rows import collect
-    from connector.wal2json import TransactionAssembler, decode
+    from connector.core.rows import collect
+    from connector.core.wal2json import TransactionAssembler, decode
+    from connector.embed import make_embedder
+    from connector.flow.applier import Applier
+    from connector.source.replication import wal2json_options
 
     settings = make_settings(migrated_dsn, redis_url)
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
@@ -482,7 +483,7 @@ def test_replaying_the_stream_changes_nothing(
     ]
     assert sum(len(t.changes) for t in txns) == 6
     client = connect(redis_url)
-    writer = IndexWriter(client, settings, make_embedder(settings.embedding))
+    writer = Applier(client, settings, make_embedder(settings.embedding))
     with psycopg.connect(migrated_dsn) as conn:
         tables = {"public.documents": inspect_table(conn, settings.tables[0])}
     for txn in txns:  # one transaction at a time, as a replay would apply them

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 
-from connector.redis_client import client_for
+from connector.sink.redis_client import client_for
 from tests.conftest import RunningConnector, make_settings
 from tests.reliability.proxy import TcpProxy
 from tests.test_sync import assert_index_equals_table, synced

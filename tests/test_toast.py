@@ -10,7 +10,7 @@ import psycopg
 import redis
 
 from connector.config import Settings
-from connector.keys import Keyspace
+from connector.core.keys import Keyspace
 from tests.conftest import RunningConnector, make_settings
 from tests.test_sync import _incompressible, assert_index_equals_table, keys_of, synced
 
@@ -65,7 +65,7 @@ def test_a_title_edit_of_a_long_document_is_indexed_in_full_as_the_least_privile
     kept = {text for text in after if before.get(text) == after[text]}
     assert len(after) > 3 and len(kept) == len(after) - 1, "only the title's chunk is new"
     assert running.embedder.stats.texts == embedded + 1, "unchanged chunks were embedded again"
-    assert running.connector.writer is not None and running.connector.writer.stats.reselected == 1
+    assert running.connector.applier is not None and running.connector.applier.stats.reselected == 1
     assert client.xlen("documents:deadletter") == 0
     assert_index_equals_table(settings, migrated_dsn)
     client.close()
@@ -136,5 +136,5 @@ def test_replica_identity_full_needs_no_reread(
     execute(migrated_dsn, "UPDATE documents SET title = 'Kilimanjaro' WHERE id = 1")
     found = synced(settings, migrated_dsn)
     assert found.search("Kilimanjaro", k=1)[0].content == "Kilimanjaro"
-    assert running.connector.writer is not None and running.connector.writer.stats.reselected == 0
+    assert running.connector.applier is not None and running.connector.applier.stats.reselected == 0
     assert_index_equals_table(settings, migrated_dsn)

@@ -11,10 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from connector.changes import Begin, Commit, Message, Op, PgValue, RowChange, Transaction
+from connector.core.changes import Begin, Commit, Message, Op, RowChange, Transaction
+from connector.core.lsn import Lsn
+from connector.core.pgtypes import PgValue
+from connector.core.wal2json import TransactionAssembler, decode
 from connector.errors import ReplicationError
-from connector.lsn import Lsn
-from connector.wal2json import TransactionAssembler, decode
 
 PST = timezone(timedelta(hours=-8))
 

@@ -19,11 +19,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connector.config import Settings
-from connector.index import read_checkpoint
-from connector.keys import Keyspace
-from connector.lsn import Lsn
-from connector.operations import verify
+from connector.core.keys import Keyspace
+from connector.core.lsn import Lsn
+from connector.ops.verify import verify
 from connector.query import searcher
+from connector.sink.checkpoint import read_checkpoint
 from tests.test_sync import _write_config, wal_lsn
 
 

@@ -1,0 +1,81 @@
+"""The Redis key layout (pure). See DESIGN.md, "Redis data model".
+
+Primary keys are encoded so that any value makes one unambiguous key: each key column's text is
+percent-encoded (so `:`, `,`, `%`, spaces and anything else are escaped) and the columns are
+joined with `,`. An integer key 42 stays `42`; `("a:b", "c d")` becomes `a%3Ab,c%20d`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+
+def encode_key(values: tuple[str, ...]) -> str:
+    return ",".join(quote(value, safe="") for value in values)
+
+
+def decode_key(encoded: str) -> tuple[str, ...]:
+    return tuple(unquote(part) for part in encoded.split(","))
+
+
+def checkpoint_key(slot: str) -> str:
+    """One per slot, shared by all its tables."""
+    return f"connector:{slot}:checkpoint"
+
+
+def stats_key(slot: str) -> str:
+    """The daemon's counters, written every `pipeline.status_interval_s` for `status`."""
+    return f"connector:{slot}:stats"
+
+
+def embedding_cache_prefix(provider: str, model: str, dimensions: int) -> str:
+    """Vectors of chunk texts by text hash, shared by every index built with this model."""
+    return f"connector:embcache:{provider}:{model}:{dimensions}:"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """The keys under one index prefix."""
+
+    prefix: str
+
+    @property
+    def chunk_prefix(self) -> str:
+        return f"{self.prefix}:chunk:"
+
+    def chunk(self, table: str, key: str, n: int) -> str:
+        return f"{self.prefix}:chunk:{table}:{key}:{n}"
+
+    def chunk_pattern(self, table: str) -> str:
+        return f"{self.prefix}:chunk:{table}:*"
+
+    def row_of_chunk(self, chunk_key: str, table: str) -> str:
+        """The encoded row key of one of `table`'s chunk keys."""
+        return chunk_key.removeprefix(f"{self.prefix}:chunk:{table}:").rsplit(":", 1)[0]
+
+    def row(self, table: str, key: str) -> str:
+        return f"{self.prefix}:row:{table}:{key}"
+
+    def row_pattern(self, table: str | None = None) -> str:
+        """The row manifests of `table`, or of every table of the index."""
+        return f"{self.prefix}:row:{table}:*" if table else f"{self.prefix}:row:*"
+
+    def tomb(self, table: str, key: str) -> str:
+        return f"{self.prefix}:tomb:{table}:{key}"
+
+    def floor(self, table: str) -> str:
+        """Writes for the table at or below this LSN are stale: its last TRUNCATE, or the
+        snapshot point of its last resync."""
+        return f"{self.prefix}:floor:{table}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    def key_from_row(self, row_key: str, table: str) -> str:
+        return row_key.removeprefix(f"{self.prefix}:row:{table}:")

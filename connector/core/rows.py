@@ -1,0 +1,120 @@
+"""From the changes of a batch of transactions to the final state of each touched row (pure).
+
+A batch is applied to Redis in one atomic write, so only each row's last state in the batch
+matters. Columns an UPDATE leaves out (unchanged TOASTed values) are filled from the row's
+earlier change in the batch or from the old row wal2json sends under REPLICA IDENTITY FULL;
+when neither has them they stay absent, and `RowState.missing_content` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from connector.core.changes import Op, RowChange, Transaction
+from connector.core.keys import encode_key
+from connector.core.lsn import ZERO, Lsn
+from connector.core.pgtypes import PgValue
+from connector.core.tables import TableInfo
+from connector.errors import RowError
+
+
+@dataclass(slots=True)
+class RowState:
+    """What one row looks like at the end of the batch."""
+
+    table: TableInfo
+    key: str  # encoded (keys.encode_key)
+    lsn: Lsn  # commit LSN of the last transaction that touched it
+    deleted: bool
+    values: dict[str, PgValue] = field(default_factory=dict)
+    inserted: bool = False  # the last change was an INSERT (all columns were sent)
+
+    @property
+    def missing_content(self) -> list[str]:
+        return [c for c in self.table.settings.content if c not in self.values]
+
+    def text(self) -> str:
+        """The content columns' text joined by blank lines; NULL columns are left out."""
+        parts = (self.values[c].text for c in self.table.settings.content)
+        return "\n\n".join(p for p in parts if p and p.strip())
+
+
+@dataclass(slots=True)
+class BatchEffects:
+    """Everything a batch does: final row states, truncated tables, the last commit LSN."""
+
+    rows: dict[tuple[str, str], RowState] = field(default_factory=dict)
+    truncated: dict[str, Lsn] = field(default_factory=dict)
+    last_lsn: Lsn = ZERO
+    skipped: list[tuple[RowChange, str]] = field(default_factory=list)
+
+
+def row_key(table: TableInfo, row: Mapping[str, PgValue]) -> str:
+    """The encoded key of a row, from its key columns (which must all be present and not NULL)."""
+    values = []
+    for column in table.key:
+        value = row.get(column)
+        if value is None or value.text is None:
+            raise RowError(f"table {table.name}: key column {column} is missing or NULL")
+        values.append(value.text)
+    return encode_key(tuple(values))
+
+
+def collect(
+    transactions: Iterable[Transaction],
+    tables: Mapping[str, TableInfo],
+    effects: BatchEffects | None = None,
+) -> BatchEffects:
+    """Fold the batch's transactions, in commit order, into per-row final states."""
+    effects = effects or BatchEffects()
+    for txn in transactions:
+        for change in txn.changes:
+            table = tables.get(change.table)
+            if table is None:
+                continue  # not configured: wal2json's add-tables keeps these out anyway
+            try:
+                _apply_change(effects, table, change, txn.commit_lsn)
+            except RowError as exc:
+                effects.skipped.append((change, str(exc)))
+        effects.last_lsn = max(effects.last_lsn, txn.commit_lsn)
+    return effects
+
+
+def _apply_change(effects: BatchEffects, table: TableInfo, change: RowChange, lsn: Lsn) -> None:
+    if change.op is Op.TRUNCATE:
+        effects.rows = {k: v for k, v in effects.rows.items() if k[0] != table.name}
+        effects.truncated[table.name] = lsn
+        return
+    if change.op is Op.DELETE:
+        key = row_key(table, change.old)
+        effects.rows[(table.name, key)] = RowState(table, key, lsn, deleted=True)
+        return
+    key = row_key(table, change.new)
+    if change.op is Op.UPDATE and change.old:
+        old_key = row_key(table, change.old)
+        if old_key != key:  # the key itself changed: the old row is gone
+            effects.rows[(table.name, old_key)] = RowState(table, old_key, lsn, deleted=True)
+    previous = effects.rows.get((table.name, key))
+    values = dict(change.new)
+    if change.op is Op.UPDATE:
+        _fill_unchanged(values, table, change.old, previous)
+    effects.rows[(table.name, key)] = RowState(
+        table, key, lsn, deleted=False, values=values, inserted=change.op is Op.INSERT
+    )
+
+
+def _fill_unchanged(
+    values: dict[str, PgValue],
+    table: TableInfo,
+    old: Mapping[str, PgValue],
+    previous: RowState | None,
+) -> None:
+    """Columns left out of an UPDATE kept their value: take it from where it is known exactly."""
+    for column in table.columns:
+        if column in values:
+            continue
+        if previous is not None and not previous.deleted and column in previous.values:
+            values[column] = previous.values[column]
+        elif column in old:
+            values[column] = old[column]

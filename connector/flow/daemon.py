@@ -1,0 +1,436 @@
+"""The daemon: stream -> transactions -> batches -> chunk/embed -> atomic write -> confirm.
+
+Four threads, each owning its connection:
+
+- the reader (flow.reader) owns the replication connection and fills a bounded queue
+  (flow.queue) with whole transactions;
+- the applier (the caller's thread, here) takes whole transactions in batches bounded by rows
+  and by a short time window, skips those at or below the checkpoint, and applies each batch
+  (flow.applier: plan, then one atomic write that carries the new checkpoint);
+- the durability thread (flow.durability) waits until Redis has the write on disk (WAITAOF) and
+  only then lets the reader confirm that LSN to Postgres;
+- the monitor (flow.monitor) checks the slot's lag and retained WAL and sends heartbeats.
+
+Any connection failure tears the three down and starts again from the checkpoint in Redis: what
+was in flight is read again from the slot, and what Redis already holds is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+import redis
+
+from connector.config import Settings
+from connector.core.changes import Transaction
+from connector.core.lsn import Lsn
+from connector.core.rows import collect
+from connector.core.tables import TableInfo
+from connector.embed.base import Embedder
+from connector.errors import (
+    ConfigError,
+    EmbeddingUnavailable,
+    RedisFull,
+    ReplicationError,
+    ResyncNeeded,
+)
+from connector.flow.applier import Applier
+from connector.flow.copy import copy_tables
+from connector.flow.durability import Durability
+from connector.flow.monitor import Monitor, Progress
+from connector.flow.queue import ChangeQueue, Idle, Item
+from connector.flow.reader import Reader
+from connector.logs import redact
+from connector.metrics import Metrics
+from connector.sink.checkpoint import Checkpoint, read_checkpoint
+from connector.sink.memory import WritePause, check_eviction_policy
+from connector.sink.redis_client import aof_enabled, client_for
+from connector.sink.writer import ApplyStats
+from connector.source.catalog import inspect_table
+from connector.source.replication import ReplicationConnection, conninfo
+from connector.source.reselect import Reselector
+from connector.source.slots import SlotInfo, drop_slot, release_stale_slot, slot_info
+from connector.source.snapshot import open_snapshot
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ReplicationError,
+    EmbeddingUnavailable,
+    ResyncNeeded,
+    RedisFull,
+    redis.OutOfMemoryError,
+    psycopg.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+)
+
+
+class Connector:
+    """Follows the slot and keeps the Redis index equal to the configured tables."""
+
+    def __init__(
+        self, settings: Settings, embedder: Embedder, metrics: Metrics | None = None
+    ) -> None:
+        if not settings.tables:
+            raise ConfigError("no tables configured: add a [[tables]] section")
+        self.settings = settings
+        self.embedder = embedder
+        self.metrics = metrics
+        self.stop_event = threading.Event()
+        self.checkpoint = Lsn(0)
+        self.ready = threading.Event()
+        self._catch_up_to = Lsn(0)
+        self._lag_bytes: int | None = None  # set by the monitor at each check
+        self.applier: Applier | None = None
+        self.redis_pause = WritePause(metrics.set_redis_oom if metrics is not None else None)
+        # Rows per batch: the setting, halved after a batch write timed out (and grown back).
+        self._batch_rows = settings.pipeline.batch_max_rows
+        self._streamed = False  # this attempt reached streaming (resets the backoff)
+        self._queue: ChangeQueue | None = None
+        self._inflight_commit: float | None = None  # oldest commit time of the batch in hand
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ----------------------------------------------------------------- the outer loop
+
+    def run(self) -> None:
+        """Run until `stop()`; transient failures are retried with backoff, forever."""
+        delay = 0.5
+        while not self.stop_event.is_set():
+            self._streamed = False
+            try:
+                self._run_once()
+            except TRANSIENT_ERRORS as exc:
+                self.ready.clear()
+                if self.stop_event.is_set():
+                    break
+                if self._streamed:  # it was streaming again: this is a new outage
+                    delay = 0.5
+                if self.metrics is not None:
+                    self.metrics.restarted(type(exc).__name__)
+                if isinstance(exc, redis.OutOfMemoryError):  # at start: ensure_indexes
+                    with client_for(self.settings.redis) as client:
+                        self.redis_pause.refused(client)
+                log.warning(
+                    "%s; reconnecting in %.1fs from checkpoint %s",
+                    redact(str(exc)),
+                    delay,
+                    self.checkpoint,
+                    extra={"lsn": str(self.checkpoint)},
+                )
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+        log.info("stopped at checkpoint %s", self.checkpoint)
+
+    def _run_once(self) -> None:
+        client = client_for(self.settings.redis)
+        repl = ReplicationConnection(self.settings.postgres)
+        reselector = Reselector(conninfo(self.settings.postgres))
+        try:
+            client.ping()
+            check_eviction_policy(client, self.settings.redis.allow_eviction)
+            tables, system_id = self._inspect()
+            applier = Applier(client, self.settings, self.embedder, system_id, reselector)
+            applier.ensure_indexes()
+            self.redis_pause.accepted()
+            self.applier = applier
+            repl.connect()
+            start = self._prepare(repl, client, applier, tables)
+            self._stream(repl, client, applier, tables, start)
+        finally:
+            reselector.close()
+            repl.close()
+            client.close()
+
+    def _inspect(self) -> tuple[dict[str, TableInfo], str]:
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            tables = {t.qualified_name: inspect_table(conn, t) for t in self.settings.tables}
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+        for table in tables.values():
+            if len(table.settings.content) > 1 and not table.full_identity:
+                log.info(
+                    "table %s: REPLICA IDENTITY is not FULL, so an UPDATE that leaves a large "
+                    "(TOASTed) content column unchanged does not carry its text; the connector "
+                    "reads such columns back from the table by key",
+                    table.name,
+                    extra={"table": table.name},
+                )
+        return tables, str(row[0]) if row else ""
+
+    # ----------------------------------------------------------------- start position
+
+    def _prepare(
+        self,
+        repl: ReplicationConnection,
+        client: redis.Redis,
+        applier: Applier,
+        tables: dict[str, TableInfo],
+    ) -> Lsn:
+        """Where to stream from: the checkpoint, or a fresh slot after a consistent copy."""
+        slot = self.settings.postgres.slot
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            info = slot_info(conn, slot)
+            if info is not None and info.active:
+                release_stale_slot(conn, slot, self.settings.postgres.stream_timeout_s)
+                info = slot_info(conn, slot)
+        checkpoint = read_checkpoint(client, slot)
+        reason = resync_reason(info, checkpoint, applier.system_id)
+        if reason is None and checkpoint is not None:
+            self.checkpoint = checkpoint.lsn
+            applier.resume()
+            log.info("resuming slot %s from checkpoint %s", slot, checkpoint.lsn)
+            return checkpoint.lsn
+        if info is not None:
+            log.warning("dropping slot %s: %s", slot, reason)
+            with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+                drop_slot(conn, slot)
+        elif checkpoint is not None:
+            log.warning("resynchronising: %s", reason)
+        return self._initial_copy(repl, applier, tables)
+
+    def _initial_copy(
+        self, repl: ReplicationConnection, applier: Applier, tables: dict[str, TableInfo]
+    ) -> Lsn:
+        consistent, snapshot = repl.create_slot(export_snapshot=True)
+        with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
+            batch = self.settings.pipeline.batch_max_rows
+            copy_tables(conn, applier, tables.values(), consistent, batch, self.stop_event)
+            conn.rollback()
+        removed = applier.sweep(tables.values(), consistent)
+        if removed:
+            log.info("removed %d rows that are no longer in the tables", removed)
+        applier.write_checkpoint(consistent)
+        self.checkpoint = consistent
+        return consistent
+
+    # ----------------------------------------------------------------- streaming
+
+    def _stream(
+        self,
+        repl: ReplicationConnection,
+        client: redis.Redis,
+        applier: Applier,
+        tables: dict[str, TableInfo],
+        start: Lsn,
+    ) -> None:
+        stop = threading.Event()
+        pipeline = self.settings.pipeline
+        queue = ChangeQueue(pipeline.queue_max_changes)
+        repl.start(start, list(tables))
+        durable_client = client_for(self.settings.redis)
+        durability = Durability(
+            durable_client,
+            self.settings.redis.wait_aof and aof_enabled(client),
+            self.settings.redis.wait_aof_timeout_ms,
+            stop,
+            pipeline.replay_window_s,
+            pipeline.replay_window_bytes,
+        )
+        reader = Reader(repl, queue, stop, durability.confirmable)
+        monitor = Monitor(
+            self.settings, client, self.embedder, self.metrics,
+            lambda: Progress(self.checkpoint, applier.stats, self._oldest_pending()),
+            self._set_lag,
+        )  # fmt: skip
+        self._queue = queue
+        durability.applied(start)
+        durability.start()
+        reader.start()
+        monitor.start()
+        self._catch_up_to = self._server_wal_lsn()
+        self._streamed = True
+        self.ready.set()
+        try:
+            self._apply_loop(queue, applier, tables, durability, reader, monitor, stop)
+        finally:
+            self.ready.clear()
+            stop.set()
+            reader.join(5)
+            durability.join(5)
+            durable_client.close()
+            monitor.close()
+        for failed in (reader.error, durability.error):
+            if failed is not None:
+                raise failed
+
+    def _server_wal_lsn(self) -> Lsn:
+        with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        return Lsn.parse(str(row[0])) if row else Lsn(0)
+
+    def _oldest_pending(self) -> float | None:
+        """Commit time of the oldest transaction received but not yet applied."""
+        queued = self._queue.oldest_commit_time() if self._queue is not None else None
+        times = [t for t in (self._inflight_commit, queued) if t is not None]
+        return min(times, default=None)
+
+    def _set_lag(self, lag_bytes: int) -> None:
+        self._lag_bytes = lag_bytes
+
+    def is_ready(self) -> bool:
+        """Streaming, caught up with what the server had at start, not far behind now, and
+        Redis accepting writes."""
+        if not self.ready.is_set() or self.checkpoint < self._catch_up_to:
+            return False
+        if self.redis_pause.full:
+            return False
+        lag = self._lag_bytes
+        return lag is None or lag <= self.settings.observability.ready_max_lag_bytes
+
+    def _apply_loop(
+        self,
+        queue: ChangeQueue,
+        applier: Applier,
+        tables: dict[str, TableInfo],
+        durability: Durability,
+        reader: Reader,
+        monitor: Monitor,
+        stop: threading.Event,
+    ) -> None:
+        pipeline = self.settings.pipeline
+        while not stop.is_set() and not self.stop_event.is_set():
+            batch = queue.take(self._batch_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
+            self._inflight_commit = _oldest_commit(batch)
+            if batch and self._apply(batch, applier, tables, durability, stop):
+                monitor.activity()
+            self._inflight_commit = None
+        if self.stop_event.is_set() and reader.error is None:
+            self._shut_down(durability, reader)
+
+    def _shut_down(self, durability: Durability, reader: Reader) -> None:
+        """Confirm what Redis holds durably, then close the stream (SIGTERM / SIGINT)."""
+        deadline = self.settings.pipeline.shutdown_timeout_s
+        if not durability.drain(deadline / 2):
+            log.warning("Redis did not confirm the last write within %.1fs", deadline / 2)
+        reader.stop.set()
+        reader.join(deadline / 2)
+        with contextlib.suppress(Exception):
+            reader.repl.confirm(durability.confirmable())
+            reader.repl.send_status(force=True)
+
+    def _apply(
+        self,
+        batch: list[Item],
+        applier: Applier,
+        tables: dict[str, TableInfo],
+        durability: Durability,
+        stop: threading.Event,
+    ) -> bool:
+        """Apply one batch; True when it held row changes. While Redis is at maxmemory the
+        write waits here (the reader keeps the stream alive; nothing is confirmed)."""
+        started = time.monotonic()
+        txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
+        idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
+        changed = False
+        if txns:
+            effects = collect(txns, tables)
+            target = max(effects.last_lsn, idle)
+            last_commit = txns[-1].commit_time
+            commit_time = last_commit.timestamp() if last_commit else None
+            changed = bool(effects.rows or effects.truncated or effects.skipped)
+            if changed:
+                stats = self._write(
+                    lambda: applier.apply(effects, target, commit_time), applier, stop, len(txns)
+                )
+                self._record(txns, stats, time.monotonic() - started)
+            else:
+                self._write(lambda: applier.write_checkpoint(target, commit_time), applier, stop)
+        elif idle > self.checkpoint:
+            self._write(lambda: applier.write_checkpoint(idle), applier, stop)
+            target = idle
+        else:
+            return False
+        self.checkpoint = max(self.checkpoint, target)
+        durability.applied(self.checkpoint)
+        return changed
+
+    def _write(
+        self, write: Callable[[], T], applier: Applier, stop: threading.Event, txns: int = 0
+    ) -> T:
+        """One Redis write of the applier: paused while Redis is full; a batch write that
+        timed out makes the next batches smaller, so the stream cannot wedge on it."""
+
+        def halted(seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if self.stop_event.wait(min(0.25, seconds)) or stop.is_set():
+                    return True
+            return stop.is_set()
+
+        try:
+            result = self.redis_pause.run(write, applier.client, halted)
+        except redis.TimeoutError:
+            if txns > 1:
+                self._batch_rows = max(1, self._batch_rows // 2)
+            log.error(
+                "a batch write of %d transaction(s) did not finish within redis.write_timeout_s "
+                "= %.0fs; retrying from the checkpoint with batches of at most %d rows. If one "
+                "transaction is this large, raise redis.write_timeout_s",
+                txns,
+                self.settings.redis.write_timeout_s,
+                self._batch_rows,
+            )
+            raise
+        self._batch_rows = min(self._batch_rows * 2, self.settings.pipeline.batch_max_rows)
+        return result
+
+    def _record(self, txns: list[Transaction], stats: ApplyStats, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        ops: dict[str, int] = {}
+        for txn in txns:
+            for change in txn.changes:
+                name = change.op.name.lower()
+                ops[name] = ops.get(name, 0) + 1
+        for name, count in ops.items():
+            self.metrics.changes_applied(name, count)
+        self.metrics.batch_applied(sum(ops.values()), seconds)
+        now = time.time()
+        for txn in txns:
+            if txn.commit_time is not None and txn.changes:
+                self.metrics.visible_after(now - txn.commit_time.timestamp())
+        if stats.dead_letters:
+            self.metrics.dead_lettered(stats.dead_letters)
+        self.metrics.set_checkpoint(txns[-1].commit_lsn.value)
+
+
+def _oldest_commit(batch: list[Item]) -> float | None:
+    times = [i.commit_time for i in batch if isinstance(i, Transaction) and i.commit_time]
+    return min(times).timestamp() if times else None
+
+
+def resync_reason(
+    info: SlotInfo | None, checkpoint: Checkpoint | None, system_id: str
+) -> str | None:
+    """Why the checkpoint and the slot cannot be reconciled, or None when they can."""
+    if info is None:
+        if checkpoint is None:
+            return "first start: no slot and no checkpoint"
+        return f"slot is gone (dropped?) though Redis holds checkpoint {checkpoint.lsn}"
+    if info.plugin != "wal2json":
+        raise ConfigError(
+            f"slot {info.name} exists with plugin {info.plugin}, not wal2json: choose another "
+            "postgres.slot, or drop that slot"
+        )
+    if checkpoint is None:
+        return "Redis holds no checkpoint for this slot (new or emptied Redis)"
+    if info.wal_status == "lost":
+        return "the slot was invalidated (wal_status = lost)"
+    if checkpoint.system_id and system_id and checkpoint.system_id != system_id:
+        return "the checkpoint belongs to another database cluster"
+    if info.confirmed_flush_lsn and info.confirmed_flush_lsn > checkpoint.lsn:
+        return (
+            f"Redis checkpoint {checkpoint.lsn} is behind the slot's confirmed position "
+            f"{info.confirmed_flush_lsn}: Redis lost writes the slot no longer holds"
+        )
+    return None

@@ -1,0 +1,71 @@
+"""The reader thread: it owns the replication connection, decodes wal2json records, assembles
+whole transactions and queues them (backpressure: it stops reading while the queue is full, still
+sending status updates so the server does not time it out), and sends the confirmed LSN back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from connector.core.lsn import Lsn
+from connector.core.wal2json import TransactionAssembler, decode
+from connector.errors import ReplicationError
+from connector.flow.queue import ChangeQueue, Idle, Item
+from connector.source.replication import Keepalive, ReplicationConnection
+
+
+class Reader(threading.Thread):
+    """Reads the slot, assembles transactions, queues them; sends the confirmed LSN back."""
+
+    def __init__(
+        self,
+        repl: ReplicationConnection,
+        queue: ChangeQueue,
+        stop: threading.Event,
+        confirmable: Callable[[], Lsn],
+    ):
+        super().__init__(name="connector-reader", daemon=True)
+        self.repl = repl
+        self.queue = queue
+        self.stop = stop
+        self.confirmable = confirmable
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        assembler = TransactionAssembler()
+        timeout_s = self.repl.settings.stream_timeout_s
+        last_message = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                received = 0
+                if time.monotonic() - last_message > timeout_s:
+                    raise ReplicationError(
+                        f"no message from the server on slot {self.repl.slot} for {timeout_s:.0f}s "
+                        "(postgres.stream_timeout_s): the connection is dead; reconnecting"
+                    )
+                for message in self.repl.read(timeout_s=0.25):
+                    last_message = time.monotonic()
+                    received += 1
+                    if isinstance(message, Keepalive):
+                        if not assembler.in_transaction:
+                            self._put(Idle(message.wal_end))
+                        continue
+                    txn = assembler.feed(decode(message.payload, message.lsn))
+                    self.queue.reading_transaction(assembler.in_transaction)
+                    if txn is not None:
+                        self._put(txn)
+                self.repl.confirm(self.confirmable())
+                # When the stream is quiet, ask the server how far it has read: its keepalive
+                # lets the checkpoint (and the slot) move past WAL that holds no change of ours.
+                self.repl.send_status(reply=received == 0 and not assembler.in_transaction)
+        except BaseException as exc:  # handed to the applier, which decides
+            self.error = exc
+            self.stop.set()
+
+    def _put(self, item: Item) -> None:
+        while not self.queue.put(item, timeout_s=0.5):
+            self.repl.confirm(self.confirmable())
+            self.repl.send_status()  # keep the server from timing us out while we wait
+            if self.stop.is_set():
+                return

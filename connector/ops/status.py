@@ -1,0 +1,186 @@
+"""`connector status`: where the slot is, where the index is, and how far apart they are."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+
+from connector.config import Settings
+from connector.core.keys import stats_key
+from connector.core.lsn import Lsn
+from connector.sink.checkpoint import read_checkpoint
+from connector.sink.memory import eviction_policy, judge_policy, memory_usage
+from connector.sink.redis_client import client_for, command, scan_fields, text
+from connector.sink.schema import IndexSpec, index_specs
+from connector.source.replication import conninfo, describe_dsn
+from connector.source.slots import slot_info
+
+
+@dataclass
+class IndexStatus:
+    name: str
+    rows: int
+    chunks: int  # documents in the RediSearch index
+    dead_letters: int
+    expected_chunks: int = 0  # chunks the row manifests list
+
+
+@dataclass
+class Status:
+    postgres: str
+    slot: str
+    slot_exists: bool
+    slot_active: bool = False
+    wal_status: str | None = None
+    confirmed_flush_lsn: str | None = None
+    restart_lsn: str | None = None
+    current_wal_lsn: str | None = None
+    retained_wal_bytes: int | None = None
+    redis_memory: str | None = None
+    eviction_policy: str | None = None
+    checkpoint_lsn: str | None = None
+    checkpoint_age_s: float | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    indexes: list[IndexStatus] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fill_slot(status: Status, settings: Settings) -> Lsn:
+    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+        info = slot_info(conn, settings.postgres.slot)
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    current = Lsn.parse(str(row[0])) if row else Lsn(0)
+    status.current_wal_lsn = str(current)
+    if info is None:
+        status.warnings.append(
+            f"slot {settings.postgres.slot} does not exist: the next `connector run` creates it "
+            "and copies the tables"
+        )
+        return current
+    status.slot_exists = True
+    status.slot_active = info.active
+    status.wal_status = info.wal_status
+    status.confirmed_flush_lsn = str(info.confirmed_flush_lsn) if info.confirmed_flush_lsn else None
+    status.restart_lsn = str(info.restart_lsn) if info.restart_lsn else None
+    if info.restart_lsn:
+        status.retained_wal_bytes = current.value - info.restart_lsn.value
+        limit = settings.pipeline.max_retained_wal_bytes
+        if status.retained_wal_bytes > limit:
+            status.warnings.append(
+                f"the slot retains {status.retained_wal_bytes} bytes of WAL (more than "
+                f"pipeline.max_retained_wal_bytes = {limit}): is the connector running?"
+            )
+    if info.wal_status == "lost":
+        status.warnings.append("the slot is invalidated (wal_status lost): run `connector resync`")
+    return current
+
+
+def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
+    client = client_for(settings.redis)
+    try:
+        _fill_memory(status, settings, client)
+        checkpoint = read_checkpoint(client, settings.postgres.slot)
+        if checkpoint is not None:
+            status.checkpoint_lsn = str(checkpoint.lsn)
+            status.checkpoint_age_s = round(time.time() - checkpoint.updated_at, 3)
+            status.lag_bytes = max(current.value - checkpoint.lsn.value, 0)
+            commit_time = checkpoint.commit_time or checkpoint.updated_at
+            status.lag_seconds = round(time.time() - commit_time, 3) if status.lag_bytes else 0.0
+        for spec in index_specs(settings.tables).values():
+            index = _index_status(client, spec)
+            status.indexes.append(index)
+            if index.chunks < index.expected_chunks:
+                status.warnings.append(
+                    f"index {index.name} holds {index.chunks} chunks but its row manifests list "
+                    f"{index.expected_chunks}: keys were lost (eviction? see maxmemory-policy). "
+                    "Run `connector verify --repair`"
+                )
+        if checkpoint is None:
+            built = any(index.rows for index in status.indexes)
+            status.warnings.append(
+                "Redis holds no checkpoint but the index has rows: Redis lost it (eviction, "
+                "FLUSHALL, restart without persistence); the next `connector run` resynchronises"
+                if built
+                else "Redis holds no checkpoint: the index has not been built"
+            )
+        raw = client.hgetall(stats_key(settings.postgres.slot))
+        status.counters = {text(k): int(float(text(v))) for k, v in raw.items()}
+    finally:
+        client.close()
+
+
+def _fill_memory(status: Status, settings: Settings, client: redis.Redis) -> None:
+    status.redis_memory = memory_usage(client)
+    status.eviction_policy = eviction_policy(client)
+    verdict = judge_policy(status.eviction_policy, settings.redis.allow_eviction)
+    if verdict.level != "ok":
+        status.warnings.append(verdict.message)
+
+
+def _index_status(client: redis.Redis, spec: IndexSpec) -> IndexStatus:
+    try:
+        info = command(client, "FT.INFO", spec.name)
+        chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
+    except redis.ResponseError:  # no index yet
+        chunks = 0
+    rows = expected = 0
+    for _row, (hashes,) in scan_fields(client, spec.keys.row_pattern(), "hashes"):
+        rows += 1
+        expected += len(hashes.split(b",")) if hashes else 0
+    dead = int(client.xlen(spec.keys.deadletter))
+    return IndexStatus(spec.name, rows, chunks, dead, expected)
+
+
+def collect_status(settings: Settings) -> Status:
+    status = Status(describe_dsn(settings.postgres), settings.postgres.slot, False)
+    current = _fill_slot(status, settings)
+    _fill_index(status, settings, current)
+    return status
+
+
+def render(status: Status) -> str:
+    slot = "missing"
+    if status.slot_exists:
+        slot = f"{'active' if status.slot_active else 'inactive'}, wal_status {status.wal_status}"
+    lines = [
+        f"postgres            {status.postgres}",
+        f"slot                {status.slot} ({slot})",
+        f"  confirmed flush   {status.confirmed_flush_lsn}",
+        f"  restart LSN       {status.restart_lsn}",
+        f"  retained WAL      {_bytes(status.retained_wal_bytes)}",
+        f"current WAL         {status.current_wal_lsn}",
+        f"redis memory        {status.redis_memory}",
+        f"checkpoint (Redis)  {status.checkpoint_lsn} (written {status.checkpoint_age_s}s ago)",
+        f"lag                 {_bytes(status.lag_bytes)}, {status.lag_seconds}s since the last "
+        "applied commit",
+    ]
+    for index in status.indexes:
+        lines.append(
+            f"index {index.name:<13} {index.rows} rows, {index.chunks} chunks (manifests list "
+            f"{index.expected_chunks}), {index.dead_letters} dead letters"
+        )
+    if status.counters:
+        lines.append(
+            "counters            " + ", ".join(f"{k}={v}" for k, v in status.counters.items())
+        )
+    lines += [f"WARNING: {w}" for w in status.warnings]
+    return "\n".join(lines)
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value = value / 1024  # type: ignore[assignment]
+    return str(value)

@@ -1,0 +1,232 @@
+"""`connector verify [--repair]`: compare a table with its index: every row, every chunk's text,
+every metadata field, no orphans; and repair drift by a resync of the drifted tables.
+
+The expected index entries are computed from the table exactly as the connector computes them
+(same chunker, same metadata conversion), so a clean result means a search sees the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+import redis
+
+from connector.config import Settings
+from connector.core.chunking import Chunker, text_hash
+from connector.core.keys import Keyspace
+from connector.core.lsn import ZERO
+from connector.core.pgtypes import metadata_field
+from connector.core.rows import RowState, row_key
+from connector.core.tables import TableInfo
+from connector.embed.base import Embedder
+from connector.embed.tokenizer import get_encoding
+from connector.ops.resync import resync, select_tables
+from connector.sink.checkpoint import read_checkpoint
+from connector.sink.redis_client import client_for, scan_fields, text
+from connector.sink.schema import index_specs
+from connector.source.catalog import inspect_table
+from connector.source.replication import conninfo
+from connector.source.snapshot import copy_table, open_snapshot
+
+_EXAMPLES = 5
+
+
+@dataclass(slots=True)
+class Drift:
+    """What differs between a table and its index."""
+
+    table: str
+    rows: int = 0
+    chunks: int = 0
+    missing: list[str] = field(default_factory=list)  # rows the index lacks
+    stale: list[str] = field(default_factory=list)  # rows whose chunks/metadata differ
+    orphaned: list[str] = field(default_factory=list)  # index entries with no row
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.stale or self.orphaned)
+
+    def summary(self) -> str:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:_EXAMPLES]) + (" ..." if len(keys) > _EXAMPLES else "")
+
+        lines = [
+            f"{self.table}: {self.rows} rows, {self.chunks} chunks checked; "
+            f"missing {len(self.missing)}, stale {len(self.stale)}, orphaned {len(self.orphaned)}"
+        ]
+        for name, keys in (
+            ("missing", self.missing),
+            ("stale", self.stale),
+            ("orphaned", self.orphaned),
+        ):
+            if keys:
+                lines.append(f"  {name}: {show(keys)}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class _Expected:
+    hashes: list[str]
+    metadata: dict[str, str]
+
+
+def _expected_rows(
+    conn: psycopg.Connection[tuple[object, ...]], table: TableInfo, chunker: Chunker
+) -> Iterator[tuple[str, _Expected]]:
+    for rows in copy_table(conn, table):
+        for change in rows:
+            state = RowState(
+                table, row_key(table, change.new), change.lsn or ZERO, False, dict(change.new)
+            )
+            hashes = [text_hash(chunk) for chunk in chunker.chunk(state.text())]
+            metadata = {}
+            for column, kind in table.settings.metadata.items():
+                value = metadata_field(change.new[column], kind)
+                if value is not None:
+                    metadata[column] = _field_text(value)
+            yield state.key, _Expected(hashes, metadata)
+
+
+def _field_text(value: str | float) -> str:
+    """How redis-py writes a field value (so it compares equal to what is read back)."""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def compare_table(
+    conn: psycopg.Connection[tuple[object, ...]],
+    client: redis.Redis,
+    table: TableInfo,
+    chunker: Chunker,
+) -> Drift:
+    """Read the whole table (in the connection's current snapshot) and its index entries."""
+    keys = Keyspace(table.settings.index_name)
+    drift = Drift(table.name)
+    expected = dict(_expected_rows(conn, table, chunker))
+    drift.rows = len(expected)
+    indexed = _indexed_rows(client, keys, table.name)
+    chunk_keys = {
+        k.decode() for k in client.scan_iter(match=keys.chunk_pattern(table.name), count=1000)
+    }
+    for key, want in expected.items():
+        have = indexed.get(key)
+        if have is None:
+            drift.missing.append(key)
+        elif have != want.hashes:
+            drift.stale.append(key)
+    for key in indexed.keys() - expected.keys():
+        drift.orphaned.append(key)
+    wanted_chunks = {
+        keys.chunk(table.name, key, n): (want.hashes[n], want.metadata)
+        for key, want in expected.items()
+        for n in range(len(want.hashes))
+    }
+    drift.chunks = len(wanted_chunks)
+    stale = {*drift.stale, *drift.missing}
+    for chunk_key in chunk_keys - wanted_chunks.keys():
+        drift.orphaned.append(chunk_key)
+    _check_chunks(client, keys, table, wanted_chunks, chunk_keys, drift, stale)
+    return drift
+
+
+def _indexed_rows(client: redis.Redis, keys: Keyspace, table: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for row, (hashes,) in scan_fields(client, keys.row_pattern(table), "hashes"):
+        joined = text(hashes)
+        found[keys.key_from_row(text(row), table)] = joined.split(",") if joined else []
+    return found
+
+
+def _check_chunks(
+    client: redis.Redis,
+    keys: Keyspace,
+    table: TableInfo,
+    wanted: dict[str, tuple[str, dict[str, str]]],
+    present: set[str],
+    drift: Drift,
+    stale: set[str],
+) -> None:
+    """Each expected chunk exists, its text hashes as expected, its metadata is current."""
+    fields = ["content", *table.settings.metadata]
+    names = list(wanted)
+    for start in range(0, len(names), 1000):
+        part = names[start : start + 1000]
+        pipe = client.pipeline(transaction=False)
+        for name in part:
+            pipe.hmget(name, fields)
+        for name, values in zip(part, pipe.execute(), strict=True):
+            digest, metadata = wanted[name]
+            row = keys.row_of_chunk(name, table.name)
+            if row in stale:
+                continue
+            content = text(values[0]) if values[0] is not None else None
+            got = {f: text(v) for f, v in zip(fields[1:], values[1:], strict=True) if v}
+            if (
+                name not in present
+                or content is None
+                or text_hash(content) != digest
+                or got != metadata
+            ):
+                drift.stale.append(row)
+                stale.add(row)
+
+
+def verify(settings: Settings, only: list[str] | None = None) -> list[Drift]:
+    """Compare each chosen table with its index (in one snapshot of the database)."""
+    chosen = select_tables(settings, only)
+    encoding = get_encoding(settings.embedding.model)
+    drifts = []
+    with (
+        client_for(settings.redis) as client,
+        open_snapshot(conninfo(settings.postgres), None) as conn,
+    ):
+        for table in settings.tables:
+            if table.qualified_name not in chosen:
+                continue
+            info = inspect_table(conn, table)
+            chunker = Chunker(encoding, table.chunk_tokens, table.chunk_overlap)
+            drifts.append(compare_table(conn, client, info, chunker))
+        conn.rollback()
+    return drifts
+
+
+def checkpoint_problem(settings: Settings) -> str | None:
+    """Why the index has no checkpoint it should have (eviction, FLUSHALL), or None."""
+    client = client_for(settings.redis)
+    try:
+        if read_checkpoint(client, settings.postgres.slot) is not None:
+            return None
+        rows = any(
+            next(client.scan_iter(match=spec.keys.row_pattern(), count=1000), None)
+            for spec in index_specs(settings.tables).values()
+        )
+    finally:
+        client.close()
+    if not rows:
+        return None  # nothing built yet: the first `connector run` builds it
+    return (
+        f"Redis holds no checkpoint for slot {settings.postgres.slot} though the index has rows: "
+        "it was lost (eviction, FLUSHALL, restart without persistence). `connector run` "
+        "resynchronises the tables from a snapshot and writes it again"
+    )
+
+
+def repair(settings: Settings, embedder: Embedder, drifts: list[Drift]) -> None:
+    """Fix drift: delete stray chunk keys, then rebuild the drifted tables from a snapshot (rows
+    whose text is unchanged keep their vectors; rows the table no longer has are swept)."""
+    client = client_for(settings.redis)
+    try:
+        specs = index_specs(settings.tables)
+        for drift in drifts:
+            prefix = specs[settings.table(drift.table).index_name].keys.chunk_prefix
+            strays = [key for key in drift.orphaned if key.startswith(prefix)]
+            if strays:
+                client.delete(*strays)
+    finally:
+        client.close()
+    tables = [d.table for d in drifts if not d.clean]
+    if tables:
+        resync(settings, embedder, tables)

@@ -1,0 +1,143 @@
+"""answer(): retrieval-augmented answers streamed from an OpenAI-compatible chat model.
+
+The question is searched with `search()`, the best chunks are numbered and packed into the
+prompt within `chat.max_context_tokens` (counted with tiktoken), and the chat completion is
+streamed token by token. The result carries the sources given to the model, and the ones its
+text cites as [n].
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from connector.config import Settings, load_settings
+from connector.core.chunking import Chunker
+from connector.core.lsn import Lsn
+from connector.embed.tokenizer import get_encoding
+from connector.errors import ConfigError
+from connector.query.searcher import FilterValue, Hit, Searcher, searcher
+
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(slots=True)
+class Answer:
+    """The streamed answer once complete."""
+
+    text: str
+    sources: list[Hit]  # what the model was given, numbered [1], [2], ... in this order
+    cited: list[Hit] = field(default_factory=list)  # the sources the text cites
+
+
+def build_context(hits: list[Hit], budget_tokens: int, chunker: Chunker) -> tuple[str, list[Hit]]:
+    """Numbered sources, best first, as many as fit in `budget_tokens`."""
+    parts: list[str] = []
+    used: list[Hit] = []
+    spent = 0
+    for hit in hits:
+        label = f"[{len(used) + 1}] {hit.table} {','.join(hit.key)}"
+        part = f"{label}\n{hit.content.strip()}\n"
+        cost = chunker.count_tokens(part)
+        if spent + cost > budget_tokens:
+            continue  # a smaller, lower-ranked source may still fit
+        parts.append(part)
+        used.append(hit)
+        spent += cost
+    return "\n".join(parts), used
+
+
+def cited_sources(text: str, sources: list[Hit]) -> list[Hit]:
+    numbers = sorted({int(n) for n in _CITATION.findall(text)})
+    return [sources[n - 1] for n in numbers if 1 <= n <= len(sources)]
+
+
+class Answerer:
+    """Retrieves with a Searcher and streams answers from the chat model."""
+
+    def __init__(self, settings: Settings, found: Searcher | None = None) -> None:
+        self.settings = settings
+        self.searcher = found or searcher(settings)
+        chat = settings.chat
+        key = chat.api_key or settings.embedding.api_key
+        secret = key.get_secret_value() if key else os.environ.get("OPENAI_API_KEY")
+        if not secret:
+            raise ConfigError(
+                "no API key for the chat model: set chat.api_key (CONNECTOR_CHAT__API_KEY), "
+                "embedding.api_key (CONNECTOR_EMBEDDING__API_KEY) or OPENAI_API_KEY"
+            )
+        self.client = openai.OpenAI(
+            api_key=secret,
+            base_url=chat.base_url or settings.embedding.base_url,
+            timeout=chat.timeout_s,
+        )
+        self._chunker = Chunker(get_encoding(chat.model), 8192, 0)
+
+    def prompt(self, question: str, context: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.settings.chat.system_prompt},
+            {"role": "user", "content": f"Sources:\n{context}\nQuestion: {question}"},
+        ]
+
+    def stream(
+        self,
+        question: str,
+        k: int = 5,
+        filters: Mapping[str, FilterValue] | None = None,
+        min_lsn: Lsn | str | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Retrieve, then stream the answer; `on_token` sees each piece as it arrives."""
+        hits = self.searcher.search(question, k=k, filters=filters, min_lsn=min_lsn)
+        context, sources = build_context(hits, self.settings.chat.max_context_tokens, self._chunker)
+        pieces: list[str] = []
+        for piece in self._complete(self.prompt(question, context)):
+            pieces.append(piece)
+            if on_token is not None:
+                on_token(piece)
+        text = "".join(pieces)
+        return Answer(text, sources, cited_sources(text, sources))
+
+    def _complete(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        chat = self.settings.chat
+        try:
+            stream: Any = self.client.chat.completions.create(
+                model=chat.model,
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                max_tokens=chat.max_answer_tokens,
+                temperature=chat.temperature,
+            )
+        except openai.AuthenticationError:
+            raise ConfigError(
+                "the chat server refused the API key: set CONNECTOR_CHAT__API_KEY "
+                "(or CONNECTOR_EMBEDDING__API_KEY / OPENAI_API_KEY)"
+            ) from None
+        with stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def answer(
+    question: str,
+    k: int = 5,
+    filters: Mapping[str, FilterValue] | None = None,
+    *,
+    settings: Settings | None = None,
+    on_token: Callable[[str], None] | None = None,
+) -> Answer:
+    """Answer `question` from the synced index (settings default: $CONNECTOR_CONFIG)."""
+    answerer = Answerer(settings or load_settings())
+    try:
+        return answerer.stream(question, k, filters, on_token=on_token)
+    finally:
+        answerer.close()

@@ -1,0 +1,111 @@
+"""The one place the connector makes Redis clients and runs raw commands (typed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
+
+from connector.config import RedisSettings
+
+Fields = dict[FieldT, EncodableT]
+
+
+def connect(url: str, settings: RedisSettings | None = None) -> redis.Redis:
+    """A client for `url` (redis:// or rediss://, ACL user and password in the URL), with the
+    timeouts of `settings` (their defaults when None), never redis-py's own.
+
+    RESP3 always, whatever the redis-py default: FT.SEARCH replies are then maps. redis-py's
+    own retries are off: a command that fails is the connector's to retry (a batch write
+    retried blindly inside the client would be sent again and again)."""
+    timeouts = settings or RedisSettings()
+    return redis.Redis.from_url(
+        url,
+        protocol=3,
+        socket_keepalive=True,
+        health_check_interval=30,
+        socket_connect_timeout=timeouts.connect_timeout_s,
+        socket_timeout=timeouts.socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def client_for(settings: RedisSettings) -> redis.Redis:
+    """A client for the configured Redis (see `connect`)."""
+    return connect(settings.url.get_secret_value(), settings)
+
+
+@contextmanager
+def longer_timeout(pipe: Pipeline, seconds: float) -> Iterator[None]:
+    """Give the connection a WATCHing pipeline holds a longer socket timeout, for one long
+    command (the atomic batch write): ordinary commands keep the short timeout that notices a
+    dead connection, and a long write is not abandoned halfway through."""
+    connection = pipe.connection
+    if connection is None:  # not WATCHing: nothing pinned to adjust
+        yield
+        return
+    connection.update_current_socket_timeout(seconds)
+    try:
+        yield
+    finally:
+        if pipe.connection is connection:
+            connection.update_current_socket_timeout(-1)  # back to socket_timeout
+
+
+def command(client: redis.Redis, *args: EncodableT) -> Any:
+    """A raw command (FT.*, WAITAOF): redis-py does not type these."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def scan_fields(
+    client: redis.Redis, match: str, *fields: str, batch: int = 1000
+) -> Iterator[tuple[bytes, list[bytes | None]]]:
+    """Every key matching `match` with the values of `fields` (HMGET), read in pipelined
+    batches of `batch` keys."""
+    keys = list(client.scan_iter(match=match, count=batch))
+    for start in range(0, len(keys), batch):
+        part = keys[start : start + batch]
+        pipe = client.pipeline(transaction=False)
+        for key in part:
+            pipe.hmget(key, list(fields))
+        yield from zip(part, pipe.execute(), strict=True)
+
+
+def search_docs(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """An FT.SEARCH reply (RESP3 map) as (key, fields) pairs."""
+    docs = []
+    for result in reply.get(b"results", []):
+        fields = result.get(b"extra_attributes", {})
+        docs.append((text(result[b"id"]), {text(k): text(v) for k, v in fields.items()}))
+    return docs
+
+
+def search_total(reply: Any) -> int:
+    return int(reply.get(b"total_results", 0))
+
+
+def text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def aof_enabled(client: redis.Redis) -> bool:
+    try:
+        config = client.config_get("appendonly")
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): assume what WAITAOF says
+        return True
+    values = {text(k): text(v) for k, v in config.items()}
+    return values.get("appendonly", "no") == "yes"
+
+
+def wait_aof(client: redis.Redis, timeout_ms: int) -> bool:
+    """True once Redis has fsynced its AOF up to now (WAITAOF), False on timeout."""
+    local, _replicas = command(client, "WAITAOF", 1, 0, timeout_ms)
+    return int(local) >= 1

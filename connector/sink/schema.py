@@ -1,0 +1,137 @@
+"""The RediSearch index of each index name, and the record of the model it was built with.
+
+Tables that share an index name share its metadata fields; a field kind that differs between
+two of them, or a metadata column named like a field the connector writes, is refused here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+
+from connector.config import TableSettings
+from connector.core.keys import Keyspace
+from connector.core.pgtypes import TAG_SEPARATOR
+from connector.errors import ConfigError, ModelMismatchError
+from connector.sink.redis_client import Fields, command, text
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "2"
+RESERVED_FIELDS = frozenset({"content", "embedding", "table", "pk", "chunk", "lsn"})
+_FIELD_ARGS = {
+    "tag": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
+    "numeric": ["NUMERIC"],
+    "text": ["TEXT"],
+}
+
+
+class Model(Protocol):
+    """What the index records of the embedding model (an `Embedder` has it)."""
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dimensions(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """One RediSearch index and the tables written under its prefix."""
+
+    name: str
+    fields: dict[str, str]  # metadata field -> tag | numeric | text
+    tables: tuple[str, ...]
+
+    @property
+    def keys(self) -> Keyspace:
+        return Keyspace(self.name)
+
+
+def index_specs(tables: Iterable[TableSettings]) -> dict[str, IndexSpec]:
+    """Group tables by index name; tables sharing an index share its metadata fields."""
+    fields: dict[str, dict[str, str]] = {}
+    members: dict[str, list[str]] = {}
+    for table in tables:
+        merged = fields.setdefault(table.index_name, {})
+        members.setdefault(table.index_name, []).append(table.qualified_name)
+        for column, kind in table.metadata.items():
+            if column in RESERVED_FIELDS:
+                raise ConfigError(
+                    f"table {table.qualified_name}: metadata column {column!r} collides with a "
+                    f"field the connector writes ({', '.join(sorted(RESERVED_FIELDS))}); "
+                    "rename it in a view, or leave it out of metadata"
+                )
+            if merged.setdefault(column, kind) != kind:
+                raise ConfigError(
+                    f"index {table.index_name}: metadata field {column!r} is {merged[column]} for "
+                    f"one table and {kind} for {table.qualified_name}; give them one type"
+                )
+    return {name: IndexSpec(name, fields[name], tuple(members[name])) for name in fields}
+
+
+def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
+    args: list[Any] = [
+        "FT.CREATE", spec.name, "ON", "HASH", "PREFIX", "1", spec.keys.chunk_prefix,
+        "SCHEMA",
+        "content", "TEXT",
+        "table", "TAG",
+        "pk", "TAG", "SEPARATOR", "\x1f",
+        "chunk", "NUMERIC",
+    ]  # fmt: skip
+    for column, kind in spec.fields.items():
+        args += [column, *_FIELD_ARGS[kind]]
+    args += [
+        "embedding", "VECTOR", "HNSW", "6",
+        "TYPE", "FLOAT32", "DIM", str(dimensions), "DISTANCE_METRIC", "COSINE",
+    ]  # fmt: skip
+    return args
+
+
+def ensure_index(client: redis.Redis, spec: IndexSpec, model: Model) -> None:
+    """Create the index if it does not exist, and make sure it was built with this model."""
+    expected = embedding_meta(model)
+    meta = read_meta(client, spec)
+    if meta:
+        check_meta(spec.name, meta, expected)
+    try:
+        command(client, "FT.INFO", spec.name)
+    except redis.ResponseError:
+        command(client, *_schema_args(spec, model.dimensions))
+        log.info("created index %s (%d dimensions)", spec.name, model.dimensions)
+    fields: Fields = {}
+    fields.update(expected)
+    client.hset(spec.keys.meta, mapping=fields)
+
+
+def read_meta(client: redis.Redis, spec: IndexSpec) -> dict[str, str]:
+    """The model record of the index ({} before the first start)."""
+    return {text(k): text(v) for k, v in client.hgetall(spec.keys.meta).items()}
+
+
+def embedding_meta(model: Model) -> dict[str, str]:
+    return {
+        "provider": model.provider,
+        "model": model.model,
+        "dimensions": str(model.dimensions),
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def check_meta(index: str, meta: Mapping[str, str], expected: Mapping[str, str]) -> None:
+    for name in ("provider", "model", "dimensions"):
+        if meta.get(name) != expected[name]:
+            raise ModelMismatchError(
+                f"index {index} was built with {meta.get('provider')}/{meta.get('model')} "
+                f"({meta.get('dimensions')} dimensions) but the settings say "
+                f"{expected['provider']}/{expected['model']} ({expected['dimensions']} "
+                "dimensions): set [embedding] back, or drop the index and resync"
+            )

@@ -1,0 +1,127 @@
+"""Folding a batch of changes into final row states (connector.core.rows): pure, no servers."""
+
+from __future__ import annotations
+
+from connector.config import TableSettings
+from connector.core.changes import Op, RowChange, Transaction
+from connector.core.lsn import Lsn
+from connector.core.pgtypes import PgValue
+from connector.core.rows import collect
+from connector.core.tables import TableInfo
+
+TABLE = TableInfo(
+    TableSettings(name="public.docs", content=["title", "body"], metadata={"lang": "tag"}),
+    key=("id",),
+    replica_identity="d",
+    column_types={"id": "integer", "title": "text", "body": "text", "lang": "text"},
+)
+TABLES = {TABLE.name: TABLE}
+
+
+def row(**values: str | None) -> dict[str, PgValue]:
+    return {name: PgValue(text, "text") for name, text in values.items()}
+
+
+def txn(lsn: int, *changes: RowChange) -> Transaction:
+    return Transaction(lsn, Lsn(lsn), None, list(changes))
+
+
+def change(
+    op: Op, new: dict[str, PgValue] | None = None, old: dict[str, PgValue] | None = None
+) -> RowChange:
+    return RowChange(op, TABLE.name, new=new or {}, old=old or {})
+
+
+def test_only_the_last_state_of_a_row_counts_and_carries_its_commit_lsn() -> None:
+    effects = collect(
+        [
+            txn(10, change(Op.INSERT, row(id="1", title="a", body="first", lang="en"))),
+            txn(20, change(Op.UPDATE, row(id="1", title="a", body="second", lang="en"))),
+        ],
+        TABLES,
+    )
+    state = effects.rows[(TABLE.name, "1")]
+    assert state.values["body"].text == "second"
+    assert state.lsn == Lsn(20) and not state.deleted and not state.inserted
+    assert effects.last_lsn == Lsn(20)
+
+
+def test_an_update_that_leaves_out_a_column_takes_it_from_the_earlier_change() -> None:
+    effects = collect(
+        [
+            txn(10, change(Op.INSERT, row(id="1", title="t", body="long body", lang="en"))),
+            txn(20, change(Op.UPDATE, row(id="1", title="new title", lang="en"))),
+        ],
+        TABLES,
+    )
+    state = effects.rows[(TABLE.name, "1")]
+    assert state.values["body"].text == "long body"
+    assert state.missing_content == []
+    assert state.text() == "new title\n\nlong body"
+
+
+def test_an_update_alone_that_leaves_out_content_says_which_is_missing() -> None:
+    effects = collect([txn(10, change(Op.UPDATE, row(id="1", title="t", lang="en")))], TABLES)
+    assert effects.rows[(TABLE.name, "1")].missing_content == ["body"]
+
+
+def test_a_key_change_deletes_the_old_key_and_a_delete_wins_over_an_insert() -> None:
+    effects = collect(
+        [
+            txn(10, change(Op.INSERT, row(id="1", title="a", body="b", lang="en"))),
+            txn(
+                20,
+                change(Op.UPDATE, row(id="2", title="a", body="b", lang="en"), old=row(id="1")),
+            ),
+            txn(30, change(Op.INSERT, row(id="3", title="c", body="d", lang="en"))),
+            txn(40, change(Op.DELETE, old=row(id="3"))),
+        ],
+        TABLES,
+    )
+    assert effects.rows[(TABLE.name, "1")].deleted
+    assert not effects.rows[(TABLE.name, "2")].deleted
+    assert effects.rows[(TABLE.name, "3")].deleted and effects.rows[(TABLE.name, "3")].lsn == Lsn(
+        40
+    )
+
+
+def test_a_truncate_forgets_earlier_rows_of_the_table_and_keeps_later_ones() -> None:
+    effects = collect(
+        [
+            txn(10, change(Op.INSERT, row(id="1", title="a", body="b", lang="en"))),
+            txn(20, RowChange(Op.TRUNCATE, TABLE.name)),
+            txn(30, change(Op.INSERT, row(id="2", title="c", body="d", lang="en"))),
+        ],
+        TABLES,
+    )
+    assert list(effects.rows) == [(TABLE.name, "2")]
+    assert effects.truncated == {TABLE.name: Lsn(20)}
+
+
+def test_a_row_without_its_key_is_skipped_with_the_reason_and_others_go_on() -> None:
+    effects = collect(
+        [
+            txn(
+                10,
+                change(Op.INSERT, row(id=None, title="a", body="b", lang="en")),
+                change(Op.INSERT, row(id="2", title="c", body="d", lang="en")),
+            )
+        ],
+        TABLES,
+    )
+    assert list(effects.rows) == [(TABLE.name, "2")]
+    [(skipped, reason)] = effects.skipped
+    assert skipped.new["id"].text is None and "key column id is missing or NULL" in reason
+
+
+def test_changes_of_tables_that_are_not_configured_are_ignored() -> None:
+    other = RowChange(Op.INSERT, "public.other", new=row(id="1"))
+    effects = collect([txn(10, other)], TABLES)
+    assert effects.rows == {} and effects.skipped == [] and effects.last_lsn == Lsn(10)
+
+
+def test_keys_with_separators_are_encoded_unambiguously() -> None:
+    effects = collect(
+        [txn(10, change(Op.INSERT, row(id="a:b,c d", title="t", body="b", lang="en")))], TABLES
+    )
+    assert list(effects.rows) == [(TABLE.name, "a%3Ab%2Cc%20d")]
