@@ -27,6 +27,7 @@ from connector.errors import ConnectorError
 from connector.query import Searcher, searcher
 from connector.sink.redis_client import command
 from connector.source.migrate import apply_migrations
+from connector.source.server import current_wal_lsn
 from connector.testing.services import DevServices
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo"}
@@ -145,8 +146,7 @@ def _wait_with_progress(found: Searcher, lsn: str, rows: int, timeout_s: float =
 
 
 def _current_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> str:
-    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    return str(row[0]) if row else "0/0"
+    return str(current_wal_lsn(conn))
 
 
 def _show(found: Searcher, question: str) -> None:

@@ -55,6 +55,7 @@ from connector.sink.writer import ApplyStats
 from connector.source.catalog import inspect_table
 from connector.source.replication import ReplicationConnection, conninfo
 from connector.source.reselect import Reselector
+from connector.source.server import current_wal_lsn, system_identifier
 from connector.source.slots import SlotInfo, drop_slot, release_stale_slot, slot_info
 from connector.source.snapshot import open_snapshot
 
@@ -155,7 +156,7 @@ class Connector:
     def _inspect(self) -> tuple[dict[str, TableInfo], str]:
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
             tables = {t.qualified_name: inspect_table(conn, t) for t in self.settings.tables}
-            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+            system_id = system_identifier(conn)
         for table in tables.values():
             if len(table.settings.content) > 1 and not table.full_identity:
                 log.info(
@@ -165,7 +166,7 @@ class Connector:
                     table.name,
                     extra={"table": table.name},
                 )
-        return tables, str(row[0]) if row else ""
+        return tables, system_id
 
     # ----------------------------------------------------------------- start position
 
@@ -265,8 +266,7 @@ class Connector:
 
     def _server_wal_lsn(self) -> Lsn:
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        return Lsn.parse(str(row[0])) if row else Lsn(0)
+            return current_wal_lsn(conn)
 
     def _oldest_pending(self) -> float | None:
         """Commit time of the oldest transaction received but not yet applied."""

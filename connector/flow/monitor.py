@@ -24,6 +24,8 @@ from connector.metrics import Metrics
 from connector.sink.redis_client import Fields
 from connector.sink.writer import ApplyStats
 from connector.source.replication import conninfo
+from connector.source.server import emit_heartbeat, table_exists
+from connector.source.slots import retained_wal
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,7 @@ class Monitor(threading.Thread):
         now = time.monotonic()
         pipeline = self.settings.pipeline
         if pipeline.heartbeat_s and now - self._last_activity >= pipeline.heartbeat_s:
-            self._connection().execute(
-                "SELECT pg_logical_emit_message(true, %s, now()::text)", [HEARTBEAT_PREFIX]
-            )
+            emit_heartbeat(self._connection(), HEARTBEAT_PREFIX)
             self._last_activity = now
         if now - self._last_check < pipeline.status_interval_s:
             return
@@ -110,12 +110,7 @@ class Monitor(threading.Thread):
     def _check_tables(self) -> None:
         """A renamed or dropped table sends nothing more: say so loudly, every check."""
         for table in self.settings.tables:
-            row = (
-                self._connection()
-                .execute("SELECT to_regclass(%s)", [table.qualified_name])
-                .fetchone()
-            )
-            if row is None or row[0] is None:
+            if not table_exists(self._connection(), table.qualified_name):
                 log.error(
                     "table %s no longer exists (renamed or dropped?): its changes cannot be "
                     "followed. Fix [[tables]] name and restart, or remove it from the settings",
@@ -125,19 +120,10 @@ class Monitor(threading.Thread):
 
     def _check_slot(self, progress: Progress) -> None:
         checkpoint = progress.checkpoint
-        row = (
-            self._connection()
-            .execute(
-                "SELECT pg_current_wal_lsn()::text, restart_lsn::text FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                [self.settings.postgres.slot],
-            )
-            .fetchone()
-        )
-        if row is None:
+        position = retained_wal(self._connection(), self.settings.postgres.slot)
+        if position is None:
             return
-        current = Lsn.parse(str(row[0]))
-        retained = current.value - Lsn.parse(str(row[1])).value if row[1] else 0
+        current, retained = position
         lag_bytes = max(current.value - checkpoint.value, 0)
         self.on_lag(lag_bytes)
         pending = progress.oldest_pending_commit

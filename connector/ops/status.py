@@ -17,6 +17,7 @@ from connector.sink.memory import eviction_policy, judge_policy, memory_usage
 from connector.sink.redis_client import client_for, command, scan_fields, text
 from connector.sink.schema import IndexSpec, index_specs
 from connector.source.replication import conninfo, describe_dsn
+from connector.source.server import current_wal_lsn
 from connector.source.slots import slot_info
 
 
@@ -57,8 +58,7 @@ class Status:
 def _fill_slot(status: Status, settings: Settings) -> Lsn:
     with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
         info = slot_info(conn, settings.postgres.slot)
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    current = Lsn.parse(str(row[0])) if row else Lsn(0)
+        current = current_wal_lsn(conn)
     status.current_wal_lsn = str(current)
     if info is None:
         status.warnings.append(

@@ -24,7 +24,7 @@ from connector.embed.base import Embedder
 from connector.embed.tokenizer import get_encoding
 from connector.ops.resync import resync, select_tables
 from connector.sink.checkpoint import read_checkpoint
-from connector.sink.redis_client import client_for, scan_fields, text
+from connector.sink.redis_client import client_for, read_fields, scan_fields, text
 from connector.sink.schema import index_specs
 from connector.source.catalog import inspect_table
 from connector.source.replication import conninfo
@@ -151,27 +151,21 @@ def _check_chunks(
 ) -> None:
     """Each expected chunk exists, its text hashes as expected, its metadata is current."""
     fields = ["content", *table.settings.metadata]
-    names = list(wanted)
-    for start in range(0, len(names), 1000):
-        part = names[start : start + 1000]
-        pipe = client.pipeline(transaction=False)
-        for name in part:
-            pipe.hmget(name, fields)
-        for name, values in zip(part, pipe.execute(), strict=True):
-            digest, metadata = wanted[name]
-            row = keys.row_of_chunk(name, table.name)
-            if row in stale:
-                continue
-            content = text(values[0]) if values[0] is not None else None
-            got = {f: text(v) for f, v in zip(fields[1:], values[1:], strict=True) if v}
-            if (
-                name not in present
-                or content is None
-                or text_hash(content) != digest
-                or got != metadata
-            ):
-                drift.stale.append(row)
-                stale.add(row)
+    for name, values in read_fields(client, list(wanted), *fields):
+        digest, metadata = wanted[name]
+        row = keys.row_of_chunk(name, table.name)
+        if row in stale:
+            continue
+        content = text(values[0]) if values[0] is not None else None
+        got = {f: text(v) for f, v in zip(fields[1:], values[1:], strict=True) if v}
+        if (
+            name not in present
+            or content is None
+            or text_hash(content) != digest
+            or got != metadata
+        ):
+            drift.stale.append(row)
+            stale.add(row)
 
 
 def verify(settings: Settings, only: list[str] | None = None) -> list[Drift]:

@@ -220,7 +220,9 @@ class Searcher:
         vector = self.embed_query(text)
         hits = self._knn(vector, query, k if not hybrid else 2 * k)
         if hybrid:
-            hits = fuse_rankings(hits, self._bm25(text, build_query(self.spec.fields, filters), 2 * k))
+            hits = fuse_rankings(
+                hits, self._bm25(text, build_query(self.spec.fields, filters), 2 * k)
+            )
         return hits[:k]
 
     def _returned(self) -> list[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -15,6 +15,7 @@ from redis.typing import EncodableT, FieldT
 from connector.config import RedisSettings
 
 Fields = dict[FieldT, EncodableT]
+K = TypeVar("K", str, bytes)
 
 
 def connect(url: str, settings: RedisSettings | None = None) -> redis.Redis:
@@ -68,7 +69,13 @@ def scan_fields(
 ) -> Iterator[tuple[bytes, list[bytes | None]]]:
     """Every key matching `match` with the values of `fields` (HMGET), read in pipelined
     batches of `batch` keys."""
-    keys = list(client.scan_iter(match=match, count=batch))
+    yield from read_fields(client, list(client.scan_iter(match=match, count=batch)), *fields)
+
+
+def read_fields(
+    client: redis.Redis, keys: Sequence[K], *fields: str, batch: int = 1000
+) -> Iterator[tuple[K, list[bytes | None]]]:
+    """Each of `keys` with the values of `fields` (HMGET), read in pipelined batches."""
     for start in range(0, len(keys), batch):
         part = keys[start : start + batch]
         pipe = client.pipeline(transaction=False)

@@ -27,7 +27,7 @@ from connector.core.rows import RowState
 from connector.core.tables import TableInfo
 from connector.errors import ResyncNeeded
 from connector.sink.checkpoint import checkpoint_fields
-from connector.sink.redis_client import longer_timeout, scan_fields, text
+from connector.sink.redis_client import longer_timeout, read_fields, scan_fields, text
 from connector.sink.schema import Model, ensure_index, index_specs
 
 log = logging.getLogger(__name__)
@@ -367,12 +367,10 @@ class IndexWriter:
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(*rows)  # type: ignore[no-untyped-call]
-                    read = self.client.pipeline(transaction=False)
-                    for row in rows:
-                        read.hmget(row, "hashes", "lsn")
+                    held = read_fields(self.client, rows, "hashes", "lsn")
                     doomed = [
                         (key, len(hashes.split(b",")) if hashes else 0)
-                        for key, (hashes, lsn) in zip(candidates, read.execute(), strict=True)
+                        for key, (_row, (hashes, lsn)) in zip(candidates, held, strict=True)
                         if lsn is not None and int(lsn) < older_than.value
                     ]
                     pipe.multi()

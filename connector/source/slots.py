@@ -52,6 +52,19 @@ def slot_info(conn: Conn, slot: str) -> SlotInfo | None:
     )
 
 
+def retained_wal(conn: Conn, slot: str) -> tuple[Lsn, int] | None:
+    """The server's current WAL position and the bytes of WAL `slot` keeps from recycling."""
+    row = conn.execute(
+        "SELECT pg_current_wal_lsn()::text, restart_lsn::text FROM pg_replication_slots "
+        "WHERE slot_name = %s",
+        [slot],
+    ).fetchone()
+    if row is None:
+        return None
+    current = Lsn.parse(str(row[0]))
+    return current, current.value - Lsn.parse(str(row[1])).value if row[1] else 0
+
+
 def wait_released(conn: Conn, slot: str, timeout_s: float) -> bool:
     """Wait up to `timeout_s` for no walsender to hold `slot`; True once none does (or the
     slot is gone)."""
