@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import embedding, freshness, ingest, queries, resources, snapshot
-from bench.env import Services, machine_info, quiet_logs
+from bench.env import Services, machine_info, quiet_logs, start_services
 from bench.report import BenchResult, result_payload, table, write_json
 from bench.sizes import Sizes
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.small() if args.quick else Sizes.full()
     names = args.only or list(BENCHMARKS)
     started = time.perf_counter()
-    services = Services.start()
+    services = start_services()
     results: dict[str, BenchResult] = {}
     try:
         machine = machine_info(services)

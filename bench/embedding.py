@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.data import Row, TextGen, count_tokens, make_rows, row_chunks
-from bench.env import Scenario, Services, ThreadConnector, current_lsn, scenario
+from bench.env import Scenario, Services, current_lsn, scenario
 from bench.ingest import load
 from bench.report import BenchResult
 from bench.sizes import Sizes
 from connector.embed import HashingEmbedder
 from connector.embed.tokenizer import get_encoding
+from connector.testing.daemon import DaemonThread
 
 RATIO_TARGET = 0.2
 PARAGRAPHS = 20
@@ -115,7 +116,7 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         counter = CountingEmbedder(
             HashingEmbedder(scene.settings.embedding.dimensions), scene.settings.embedding.model
         )
-        with ThreadConnector(scene.settings, counter):
+        with DaemonThread(scene.settings, counter).start(timeout_s=600):
             rounds = [_round(scene, counter, "insert", rows, whole_rows=True)]
             for n, kind in enumerate(("sentence", "paragraph")):
                 rows = _edit(rows, kind, seed=40 + n)

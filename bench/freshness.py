@@ -17,7 +17,7 @@ import psycopg
 import redis
 
 from bench.data import short_rows
-from bench.env import INDEX, TABLE, ConnectorProcess, Services, current_lsn, scenario
+from bench.env import INDEX, TABLE, Services, current_lsn, scenario, wait_streaming
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
@@ -125,8 +125,8 @@ def _lone(
 
 def run(services: Services, sizes: Sizes) -> BenchResult:
     result = BenchResult("freshness")
-    with scenario(services, sizes.dimensions[0]) as scene, ConnectorProcess(scene) as daemon:
-        daemon.wait_streaming()
+    with scenario(services, sizes.dimensions[0]) as scene, scene.daemon() as daemon:
+        wait_streaming(daemon)
         observer = Observer(scene.redis_url)
         observer.start()
         try:

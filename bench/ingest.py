@@ -13,7 +13,7 @@ import redis
 
 from bench import ceilings
 from bench.data import COPY_COLUMNS, Row, batches, copy_buffer, long_rows, row_chunks, short_rows
-from bench.env import TABLE, ConnectorProcess, Scenario, Services, current_lsn, num_docs, scenario
+from bench.env import TABLE, Scenario, Services, current_lsn, num_docs, scenario, wait_streaming
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 
@@ -65,8 +65,8 @@ def _connector_run(
     scene: Scenario, rows: list[Row], chunks: int
 ) -> tuple[float, Any, dict[str, float]]:
     client = scene.redis()
-    with ConnectorProcess(scene) as daemon:
-        daemon.wait_streaming()
+    with scene.daemon() as daemon:
+        wait_streaming(daemon)
         client.config_resetstat()
         with scene.connect() as conn:
             first_commit = load(conn, rows)
@@ -76,7 +76,7 @@ def _connector_run(
         blocked = redis_blocking(client)
         indexed = num_docs(client)
     client.close()
-    restarts = daemon.restarts()
+    restarts = daemon.lines("reconnecting in")
     blocked["restarts"] = len(restarts)
     for line in restarts[:3]:
         print(f"  connector restarted: {line[:160]}", flush=True)

@@ -23,7 +23,7 @@ import psycopg
 import redis
 
 from bench.data import TextGen, short_rows
-from bench.env import ConnectorProcess, Scenario, Services, current_lsn, num_docs, scenario
+from bench.env import Scenario, Services, current_lsn, num_docs, scenario, wait_streaming
 from bench.ingest import load
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
@@ -167,8 +167,8 @@ def run_size(services: Services, sizes: Sizes, chunks: int) -> dict[str, Any]:
     with scenario(services, sizes.dimensions[0]) as scene:
         with scene.connect() as conn:
             load(conn, rows, per_txn=10_000)
-        with ConnectorProcess(scene) as daemon:
-            daemon.wait_streaming()
+        with scene.daemon() as daemon:
+            wait_streaming(daemon)
             client = scene.redis()
             indexed = num_docs(client)
             client.close()

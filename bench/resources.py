@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.data import short_rows
-from bench.env import ConnectorProcess, Scenario, Services, current_lsn, scenario, walsender_pid
+from bench.env import Scenario, Services, current_lsn, scenario, wait_streaming, walsender_pid
 from bench.ingest import load
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import Sampler, cpu_seconds, memory_kb
+from connector.testing.daemon import DaemonProcess
 
 RSS_TARGET_MB = 200.0
 IDLE_SECONDS = 5.0
@@ -69,8 +70,8 @@ def _insert(scene: Scenario, first: int, count: int) -> Callable[[], None]:
     return action
 
 
-def _started(daemon: ConnectorProcess) -> None:
-    daemon.wait_streaming()
+def _started(daemon: DaemonProcess) -> None:
+    wait_streaming(daemon)
 
 
 def run(services: Services, sizes: Sizes) -> BenchResult:
@@ -80,7 +81,7 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
     with scenario(services, sizes.dimensions[0]) as scene:
         with scene.connect() as conn:
             load(conn, short_rows(initial, seed=21), per_txn=10_000)
-        daemon = ConnectorProcess(scene).start()
+        daemon = scene.daemon().start()
         sampler = Sampler(daemon.pid).start()
         try:
             meter = Meter({"connector": daemon.pid})

@@ -10,10 +10,12 @@ from typing import Any
 
 from bench import ceilings
 from bench.data import short_rows
-from bench.env import ConnectorProcess, Services, num_docs, scenario, slot_exists
+from bench.env import Services, num_docs, scenario, wait_streaming
 from bench.ingest import load
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
+from connector.source.slots import slot_info
+from connector.testing.daemon import DaemonProcess
 
 
 def run(services: Services, sizes: Sizes) -> BenchResult:
@@ -27,10 +29,10 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         with scene.connect() as conn:
             load(conn, rows, per_txn=10_000)
             conn.execute("VACUUM ANALYZE documents")
-        daemon = ConnectorProcess(scene).start()
+        daemon = scene.daemon().start()
         try:
             slot_at = _wait_slot(scene, daemon)
-            done_at = daemon.wait_streaming()
+            done_at = wait_streaming(daemon)
         finally:
             daemon.stop()
         client = scene.redis()
@@ -66,12 +68,9 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
     return result
 
 
-def _wait_slot(scene: Any, daemon: ConnectorProcess) -> float:
+def _wait_slot(scene: Any, daemon: DaemonProcess) -> float:
     with scene.connect() as conn:
-        deadline = time.perf_counter() + 120
-        while not slot_exists(conn, scene.slot):
-            daemon.check_alive()
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"the connector created no slot:\n{daemon.tail()}")
-            time.sleep(0.005)
+        daemon.wait_until(
+            lambda: slot_info(conn, scene.slot) is not None, 120, "it created a slot", 0.005
+        )
     return time.perf_counter()

@@ -16,10 +16,10 @@ from connector.config import Settings
 from connector.core.keys import Keyspace
 from connector.errors import ConfigError
 from connector.sink.redis_client import connect
-from tests.conftest import RunningConnector, make_settings
-from tests.test_sync import assert_index_equals_table, keys_of, synced
+from connector.testing.daemon import DaemonThread
+from tests.support import assert_index_equals_table, keys_of, make_settings, synced
 
-Start = Callable[[Settings], RunningConnector]
+Start = Callable[[Settings], DaemonThread]
 KEYS = Keyspace("documents")
 TABLE = "public.documents"
 
@@ -183,7 +183,7 @@ def test_a_table_that_would_lose_changes_is_refused_at_start(
         conn.execute(setup)
     settings = make_settings(pg_dsn, redis_url, tables=[{"name": "nokey", "content": ["body"]}])
     with pytest.raises(ConfigError, match=fix):
-        RunningConnector(settings).start()
+        DaemonThread(settings).start()
 
 
 def test_schema_changes_while_running(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings
-from tests.test_sync import _write_config
+from connector.testing.config import write_config
+from tests.support import make_settings
 
 FIELDS = "source (tag), tags (tag), updated_at (numeric)"
 
@@ -38,7 +38,7 @@ BAD = [
 
 @pytest.fixture
 def config(pg_dsn: str, redis_url: str, tmp_path: Path) -> Path:
-    return _write_config(tmp_path / "connector.toml", make_settings(pg_dsn, redis_url))
+    return write_config(tmp_path / "connector.toml", make_settings(pg_dsn, redis_url))
 
 
 @pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _m in BAD])

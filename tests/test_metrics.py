@@ -215,10 +215,8 @@ def test_every_metric_moves_while_the_real_daemon_falls_behind_and_catches_up(
     metric the README names moves in the same run."""
     import psycopg
 
-    from tests.conftest import make_settings
     from tests.fake_openai import Fault
-    from tests.test_providers import openai_settings
-    from tests.test_sync import synced
+    from tests.support import make_settings, openai_settings, synced
 
     fake_openai.latency_s = 0.3
     fake_openai.reject_marker = "POISON"

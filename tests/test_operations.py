@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -28,38 +26,22 @@ from connector.ops.resync import resync
 from connector.ops.verify import verify
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import connect
+from connector.testing.config import write_config
+from connector.testing.daemon import DaemonThread, spawn
 from connector.testing.services import free_port
-from tests.conftest import RunningConnector, make_settings
-from tests.test_sync import _spawn, _write_config, assert_index_equals_table, synced, wal_lsn
+from tests.support import (
+    assert_index_equals_table,
+    cli,
+    confirmed_lsn,
+    insert,
+    make_settings,
+    synced,
+    wal_lsn,
+)
 
-Start = Callable[[Settings], RunningConnector]
+Start = Callable[[Settings], DaemonThread]
 KEYS = Keyspace("documents")
 TABLE = "public.documents"
-
-
-def confirmed_lsn(dsn: str, slot: str = "test_slot") -> Lsn:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-            [slot],
-        ).fetchone()
-    assert row is not None and row[0] is not None
-    return Lsn.parse(str(row[0]))
-
-
-def insert(dsn: str, *rows: tuple[int, str, str]) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for row in rows:
-            conn.execute("INSERT INTO documents (id, title, body) VALUES (%s, %s, %s)", row)
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "connector.cli", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def drop_row_keys(client: redis.Redis, key: str) -> None:
@@ -70,7 +52,7 @@ def test_status_reports_the_slot_and_the_checkpoint_and_lag_grows_while_stopped(
     migrated_dsn: str, redis_url: str, run_connector: Start, tmp_path: Path
 ) -> None:
     settings = make_settings(migrated_dsn, redis_url)
-    config = _write_config(tmp_path / "connector.toml", settings)
+    config = write_config(tmp_path / "connector.toml", settings)
     running = run_connector(settings)
     insert(migrated_dsn, (1, "a", "first row"))
     synced(settings, migrated_dsn)
@@ -182,7 +164,7 @@ def test_verify_finds_drift_and_repair_fixes_it(
     migrated_dsn: str, redis_url: str, run_connector: Start, tmp_path: Path
 ) -> None:
     settings = make_settings(migrated_dsn, redis_url)
-    config = _write_config(tmp_path / "connector.toml", settings)
+    config = write_config(tmp_path / "connector.toml", settings)
     running = run_connector(settings)
     insert(migrated_dsn, *[(i, f"title {i}", f"body of row {i}") for i in range(1, 6)])
     synced(settings, migrated_dsn)
@@ -223,11 +205,11 @@ def test_writes_to_another_table_keep_the_slot_moving(
 
 def test_metrics_and_readiness(migrated_dsn: str, redis_url: str) -> None:
     from connector.metrics import HealthServer, Metrics
-    from tests.conftest import RunningConnector
+    from connector.testing.daemon import DaemonThread
 
     insert(migrated_dsn, *[(i, f"t{i}", f"existing row {i}") for i in range(1, 200)])
     settings = make_settings(migrated_dsn, redis_url, pipeline={"status_interval_s": 0.2})
-    running = RunningConnector(settings)
+    running = DaemonThread(settings)
     metrics = Metrics()
     running.connector.metrics = metrics
     metrics.track_embedder(lambda: running.embedder.stats, "hashing", "hashing-v1")
@@ -272,9 +254,9 @@ def test_sigterm_during_a_stream_exits_0_and_a_restart_loses_nothing(
     migrated_dsn: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(migrated_dsn, redis_url)
-    config = _write_config(tmp_path / "connector.toml", settings)
+    config = write_config(tmp_path / "connector.toml", settings)
     log = tmp_path / "connector.log"
-    process = _spawn(config, log)
+    process = spawn(config, log)
     stop = threading.Event()
 
     def write() -> None:
@@ -298,7 +280,7 @@ def test_sigterm_during_a_stream_exits_0_and_a_restart_loses_nothing(
         time.sleep(0.3)
         stop.set()
         writer.join()
-        process = _spawn(config, log)
+        process = spawn(config, log)
         synced(settings, migrated_dsn, timeout_s=60)
         assert_index_equals_table(settings, migrated_dsn)
     finally:

@@ -20,23 +20,11 @@ from connector.errors import EmbeddingRejected
 from connector.query import searcher
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import connect
-from tests.conftest import RunningConnector, make_settings
+from connector.testing.daemon import DaemonThread
 from tests.fake_openai import FakeOpenAI, Fault
-from tests.test_sync import assert_index_equals_table, synced, wal_lsn
+from tests.support import assert_index_equals_table, make_settings, openai_settings, synced, wal_lsn
 
-Start = Callable[[Settings], RunningConnector]
-
-
-def openai_settings(server: FakeOpenAI, **extra: object) -> dict[str, object]:
-    return {
-        "provider": "openai",
-        "model": "text-embedding-3-small",
-        "dimensions": server.dimensions,
-        "base_url": server.url,
-        "api_key": "sk-test-not-a-real-key",
-        "timeout_s": 2.0,
-        **extra,
-    }
+Start = Callable[[Settings], DaemonThread]
 
 
 def connector_settings(dsn: str, url: str, server: FakeOpenAI, **extra: object) -> Settings:

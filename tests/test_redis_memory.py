@@ -18,11 +18,20 @@ from connector.core.keys import Keyspace, checkpoint_key
 from connector.core.lsn import Lsn
 from connector.errors import ConfigError
 from connector.ops.status import collect_status
-from tests.conftest import RunningConnector, make_settings
-from tests.test_operations import cli, confirmed_lsn, insert
-from tests.test_sync import _write_config, assert_index_equals_table, keys_of, synced, wal_lsn
+from connector.testing.config import write_config
+from connector.testing.daemon import DaemonThread
+from tests.support import (
+    assert_index_equals_table,
+    cli,
+    confirmed_lsn,
+    insert,
+    keys_of,
+    make_settings,
+    synced,
+    wal_lsn,
+)
 
-Start = Callable[..., RunningConnector]
+Start = Callable[..., DaemonThread]
 KEYS = Keyspace("documents")
 
 
@@ -166,7 +175,7 @@ def test_status_and_verify_notice_keys_evicted_after_start(
     running = run_connector(settings)
     synced(settings, migrated_dsn)
     running.stop()
-    config = _write_config(tmp_path / "connector.toml", settings)
+    config = write_config(tmp_path / "connector.toml", settings)
     client = redis.Redis.from_url(redis_url)
     chunks = sorted(client.scan_iter(match=f"{KEYS.chunk_prefix}*"))
     client.unlink(*chunks[:3])

@@ -19,11 +19,11 @@ from connector.embed import HashingEmbedder
 from connector.query import Searcher
 from connector.sink.redis_client import connect
 from connector.sink.schema import IndexSpec, ensure_index
+from connector.testing.config import write_config
+from connector.testing.daemon import spawn
 from connector.testing.services import free_port
-from tests.conftest import make_settings
 from tests.fake_openai import FakeOpenAI
-from tests.test_operations import cli, insert
-from tests.test_sync import _spawn, _write_config, assert_index_equals_table, synced
+from tests.support import assert_index_equals_table, cli, insert, make_settings, synced
 
 SPEC = IndexSpec("sec", {"source": "tag", "title": "text", "n": "numeric"}, ("public.t",))
 EMBEDDER = HashingEmbedder(32)
@@ -31,7 +31,7 @@ EMBEDDER = HashingEmbedder(32)
 
 @pytest.fixture(scope="module")
 def index(services: object) -> Iterator[Searcher]:
-    from tests.conftest import Services
+    from connector.testing.services import Services
 
     assert isinstance(services, Services)
     client = connect(services.redis_url)
@@ -107,9 +107,9 @@ def test_secrets_never_reach_output_logs_status_or_metrics(
                    "base_url": fake_openai.url, "api_key": SECRET_KEY},
         observability={"metrics_port": port, "metrics_host": "127.0.0.1"},
     )  # fmt: skip
-    config = _write_config(tmp_path / "connector.toml", settings_)
+    config = write_config(tmp_path / "connector.toml", settings_)
     log = tmp_path / "connector.log"
-    process = _spawn(config, log)
+    process = spawn(config, log)
     outputs = []
     try:
         insert(migrated_dsn, (1, "secret test", "a row to index"))
@@ -119,7 +119,7 @@ def test_secrets_never_reach_output_logs_status_or_metrics(
         for args in (("status",), ("status", "--json"), ("verify",), ("search", "row")):
             done = cli(config, *args)
             outputs += [done.stdout, done.stderr]
-        bad = _write_config(tmp_path / "bad.toml", make_settings(
+        bad = write_config(tmp_path / "bad.toml", make_settings(
             psycopg.conninfo.make_conninfo(dsn, port=str(free_port())), url))  # fmt: skip
         done = cli(bad, "status")
         assert done.returncode != 0
@@ -142,9 +142,9 @@ def test_the_migrations_role_is_all_the_connector_needs(
     insert(migrated_dsn, *[(i, f"title {i}", f"existing body {i}") for i in range(1, 20)])
     role_dsn = psycopg.conninfo.make_conninfo(migrated_dsn, user="connector")
     settings_ = make_settings(role_dsn, redis_url, pipeline={"heartbeat_s": 0.2})
-    config = _write_config(tmp_path / "connector.toml", settings_)
+    config = write_config(tmp_path / "connector.toml", settings_)
     log = tmp_path / "connector.log"
-    process = _spawn(config, log)
+    process = spawn(config, log)
     try:
         time.sleep(0.5)
         insert(migrated_dsn, (100, "streamed", "after the snapshot"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,51 +13,25 @@ import pytest
 import redis
 
 from connector.config import Settings
-from connector.core.chunking import Chunker
 from connector.core.keys import Keyspace
 from connector.core.lsn import Lsn
-from connector.embed.tokenizer import get_encoding
-from connector.ops.verify import compare_table
-from connector.query import Searcher, searcher
+from connector.query import searcher
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import command, connect, search_total
 from connector.source.catalog import inspect_table
-from connector.source.snapshot import open_snapshot
-from tests.conftest import DOCUMENTS, RunningConnector, make_settings
+from connector.testing.config import write_config
+from connector.testing.daemon import DaemonThread, spawn
+from tests.support import (
+    DOCUMENTS,
+    assert_index_equals_table,
+    incompressible,
+    keys_of,
+    make_settings,
+    synced,
+    wal_lsn,
+)
 
-Start = Callable[[Settings], RunningConnector]
-
-
-def wal_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> str:
-    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def synced(settings: Settings, dsn: str, timeout_s: float = 30) -> Searcher:
-    """Wait until the index has applied everything committed so far."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        lsn = wal_lsn(conn)
-    found = searcher(settings)
-    found.wait_for(lsn, timeout_s)
-    return found
-
-
-def assert_index_equals_table(settings: Settings, dsn: str) -> None:
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    with open_snapshot(dsn, None) as conn:
-        for table in settings.tables:
-            info = inspect_table(conn, table)
-            chunker = Chunker(
-                get_encoding(settings.embedding.model), table.chunk_tokens, table.chunk_overlap
-            )
-            drift = compare_table(conn, client, info, chunker)
-            assert drift.clean, drift.summary()
-    client.close()
-
-
-def keys_of(found: Searcher, text: str, k: int = 10, **kw: object) -> list[tuple[str, ...]]:
-    return [hit.key for hit in found.search(text, k=k, **kw)]  # type: ignore[arg-type]
+Start = Callable[[Settings], DaemonThread]
 
 
 def test_insert_update_delete_truncate_show_in_search(
@@ -137,24 +109,13 @@ def test_transaction_is_visible_all_at_once(
     client.close()
 
 
-def _incompressible(n: int) -> str:
-    import random
-
-    rng = random.Random(42)
-    words = [
-        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
-        for _ in range(n)
-    ]
-    return " ".join(words)
-
-
 @pytest.mark.parametrize("identity", ["DEFAULT", "FULL"])
 def test_title_only_update_of_toasted_body_embeds_nothing(
     migrated_dsn: str, redis_url: str, run_connector: Start, identity: str
 ) -> None:
     table = {**DOCUMENTS, "content": ["body"], "metadata": {"title": "text", "source": "tag"}}
     settings = make_settings(migrated_dsn, redis_url, tables=[table])
-    body = _incompressible(4000)  # ~25 kB: stored out of line (TOAST)
+    body = incompressible(4000)  # ~25 kB: stored out of line (TOAST)
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE documents REPLICA IDENTITY {identity}")
         conn.execute("ALTER TABLE documents ALTER COLUMN body SET STORAGE EXTERNAL")
@@ -183,7 +144,7 @@ def test_shorter_body_deletes_chunks_and_edits_reembed_only_changed_chunks(
     migrated_dsn: str, redis_url: str, run_connector: Start
 ) -> None:
     settings = make_settings(migrated_dsn, redis_url)
-    paragraphs = [f"Paragraph {i}: " + _incompressible(30 + i) for i in range(20)]
+    paragraphs = [f"Paragraph {i}: " + incompressible(30 + i) for i in range(20)]
     running = run_connector(settings)
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
         conn.execute(
@@ -355,50 +316,13 @@ def test_snapshot_of_existing_rows_while_a_writer_runs(
     assert_index_equals_table(settings, migrated_dsn)
 
 
-def _write_config(path: Path, settings: Settings) -> Path:
-    import json
-
-    data = json.loads(settings.model_dump_json())
-    data["postgres"]["dsn"] = settings.postgres.dsn.get_secret_value()
-    data["redis"]["url"] = settings.redis.url.get_secret_value()
-    for section in data.values():
-        if isinstance(section, dict):
-            for key in [k for k, v in section.items() if v is None]:
-                del section[key]
-    lines = []
-    for name in ("postgres", "redis", "embedding", "pipeline", "observability"):
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in data[name].items()]
-    for table in data["tables"]:
-        lines.append("[[tables]]")
-        for k, v in table.items():
-            if v is None:
-                continue
-            if isinstance(v, dict):
-                inner = ", ".join(f"{ik} = {json.dumps(iv)}" for ik, iv in v.items())
-                lines.append(f"{k} = {{ {inner} }}")
-            else:
-                lines.append(f"{k} = {json.dumps(v)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def test_sigkill_mid_stream_then_restart_converges(
     migrated_dsn: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(migrated_dsn, redis_url, pipeline={"batch_max_rows": 100})
-    config = _write_config(tmp_path / "connector.toml", settings)
+    config = write_config(tmp_path / "connector.toml", settings)
     log = tmp_path / "connector.log"
-    process = _spawn(config, log)
+    process = spawn(config, log)
     client = redis.Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + 30
@@ -427,7 +351,7 @@ def test_sigkill_mid_stream_then_restart_converges(
                     process.wait()
             last = wal_lsn(conn)
         assert changes >= 2000
-        process = _spawn(config, log)
+        process = spawn(config, log)
         found = searcher(settings)
         found.wait_for(last, timeout_s=60)
         assert_index_equals_table(settings, migrated_dsn)

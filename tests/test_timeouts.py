@@ -12,11 +12,11 @@ import psycopg
 import redis
 
 from connector.sink.redis_client import client_for
-from tests.conftest import RunningConnector, make_settings
+from connector.testing.daemon import DaemonThread
 from tests.reliability.proxy import TcpProxy
-from tests.test_sync import assert_index_equals_table, synced
+from tests.support import assert_index_equals_table, make_settings, synced
 
-Start = Callable[..., RunningConnector]
+Start = Callable[..., DaemonThread]
 
 
 def test_clients_use_the_configured_timeouts_and_no_hidden_retries(

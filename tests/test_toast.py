@@ -11,10 +11,10 @@ import redis
 
 from connector.config import Settings
 from connector.core.keys import Keyspace
-from tests.conftest import RunningConnector, make_settings
-from tests.test_sync import _incompressible, assert_index_equals_table, keys_of, synced
+from connector.testing.daemon import DaemonThread
+from tests.support import assert_index_equals_table, incompressible, keys_of, make_settings, synced
 
-Start = Callable[[Settings], RunningConnector]
+Start = Callable[[Settings], DaemonThread]
 KEYS = Keyspace("documents")
 TABLE = "public.documents"
 
@@ -46,7 +46,7 @@ def vectors(client: redis.Redis, key: str) -> dict[bytes, bytes]:
 def test_a_title_edit_of_a_long_document_is_indexed_in_full_as_the_least_privileged_role(
     migrated_dsn: str, redis_url: str, run_connector: Start
 ) -> None:
-    body = _incompressible(3000)  # ~18 kB, out of line: left out of a title-only UPDATE
+    body = incompressible(3000)  # ~18 kB, out of line: left out of a title-only UPDATE
     default_identity(migrated_dsn, (1, "Old title", body))
     role_dsn = psycopg.conninfo.make_conninfo(migrated_dsn, user="connector")
     settings = make_settings(role_dsn, redis_url)
@@ -76,9 +76,9 @@ def test_what_the_reread_sees_converges_with_the_changes_that_follow(
 ) -> None:
     """Re-read after the row was changed again (it sees the newer body) or deleted (it finds
     nothing): each batch holds one transaction, so the later change is applied after it."""
-    default_identity(migrated_dsn, (1, "one", _incompressible(2000)), (2, "two", "short"))
+    default_identity(migrated_dsn, (1, "one", incompressible(2000)), (2, "two", "short"))
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
-        conn.execute("UPDATE documents SET body = %s WHERE id = 2", [_incompressible(2100)])
+        conn.execute("UPDATE documents SET body = %s WHERE id = 2", [incompressible(2100)])
     settings = make_settings(migrated_dsn, redis_url, pipeline={"batch_max_rows": 1})
     running = run_connector(settings)
     synced(settings, migrated_dsn)
@@ -105,7 +105,7 @@ def test_what_the_reread_sees_converges_with_the_changes_that_follow(
 def test_a_table_dropped_before_the_reread_dead_letters_the_row_with_the_reason(
     migrated_dsn: str, redis_url: str, run_connector: Start
 ) -> None:
-    default_identity(migrated_dsn, (1, "title", _incompressible(2000)))
+    default_identity(migrated_dsn, (1, "title", incompressible(2000)))
     settings = make_settings(migrated_dsn, redis_url)
     run_connector(settings)
     synced(settings, migrated_dsn)
@@ -128,7 +128,7 @@ def test_replica_identity_full_needs_no_reread(
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:  # FULL, as the migrations set
         conn.execute("ALTER TABLE documents ALTER COLUMN body SET STORAGE EXTERNAL")
         conn.execute(
-            "INSERT INTO documents (id, title, body) VALUES (1, 'a', %s)", [_incompressible(2000)]
+            "INSERT INTO documents (id, title, body) VALUES (1, 'a', %s)", [incompressible(2000)]
         )
     settings = make_settings(migrated_dsn, redis_url)
     running = run_connector(settings)

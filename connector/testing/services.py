@@ -3,6 +3,10 @@
 Both run from a folder the caller owns, on free loopback ports, and are stopped and removed by
 the caller. Nothing is installed here: `scripts/setup.sh` installs the system packages and
 provides `libssl.so.1.1` for the Redis Stack binaries when the system lacks it.
+
+`Services` is both for a test session or a benchmark run (or external servers named by
+CONNECTOR_TEST_POSTGRES_DSN / CONNECTOR_TEST_REDIS_URL), with a fresh database per test or
+scenario; `DevServices` is both for `connector dev up`, stoppable from another process.
 """
 
 from __future__ import annotations
@@ -16,11 +20,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from connector.errors import ServiceError
+from connector.source.slots import drop_slot, end_walsender, slots_of_database
 
 SETUP_HINT = "run `sudo scripts/setup.sh` (installs postgresql, wal2json and libssl1.1)"
 
@@ -295,6 +306,90 @@ class RedisStackServer:
         self.start()
 
 
+# --------------------------------------------------------------------------- both, for a run
+
+EXTERNAL_POSTGRES_ENV = "CONNECTOR_TEST_POSTGRES_DSN"
+EXTERNAL_REDIS_ENV = "CONNECTOR_TEST_REDIS_URL"
+
+
+@dataclass
+class Services:
+    """Postgres (+wal2json) and Redis Stack for a whole test session or benchmark run, started
+    in a temporary folder (`root`, also the place for a run's files) and removed by `stop`.
+    With `external`, a server named by CONNECTOR_TEST_POSTGRES_DSN (an admin DSN: it creates
+    databases) or CONNECTOR_TEST_REDIS_URL is used instead of starting one (`postgres` or
+    `redis` is then None)."""
+
+    root: Path
+    postgres_admin_dsn: str
+    redis_url: str
+    postgres: PostgresServer | None = None
+    redis: RedisStackServer | None = None
+
+    @classmethod
+    def start(cls, prefix: str = "connector-test-", external: bool = True) -> Services:
+        external_pg = os.environ.get(EXTERNAL_POSTGRES_ENV) if external else None
+        external_redis = os.environ.get(EXTERNAL_REDIS_ENV) if external else None
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        root.chmod(0o755)
+        pg = None if external_pg else PostgresServer(root / "postgres")
+        rs = None if external_redis else RedisStackServer(root / "redis")
+        services = cls(root, external_pg or "", external_redis or "", pg, rs)
+        try:
+            if pg:
+                pg.init()
+                pg.start()
+                services.postgres_admin_dsn = pg.dsn()
+            if rs:
+                rs.start()
+                services.redis_url = rs.url
+        except BaseException:
+            services.stop()
+            raise
+        return services
+
+    def stop(self) -> None:
+        if self.redis:
+            self.redis.stop()
+        if self.postgres:
+            self.postgres.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, dbname: str) -> str:
+        """The admin DSN, for database `dbname`."""
+        return psycopg.conninfo.make_conninfo(self.postgres_admin_dsn, dbname=dbname)
+
+    def redis_pid(self) -> int | None:
+        return self.redis.process.pid if self.redis and self.redis.process else None
+
+    def create_database(self, prefix: str = "t_") -> str:
+        """A new, empty database (named `prefix` and a random tag); returns its name."""
+        dbname = f"{prefix}{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.postgres_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        return dbname
+
+    def drop_database(self, dbname: str, release_timeout_s: float = 15.0) -> None:
+        """Drop `dbname` and its replication slots, after the walsenders that still hold them
+        (daemons that just stopped, or died) have let go, waiting up to `release_timeout_s`."""
+        with psycopg.connect(self.postgres_admin_dsn, autocommit=True) as conn:
+            for slot in slots_of_database(conn, dbname):
+                end_walsender(conn, slot, release_timeout_s)
+                drop_slot(conn, slot)
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
+
+    @contextlib.contextmanager
+    def database(self, prefix: str = "t_") -> Iterator[str]:
+        """A fresh database for one test or scenario (its DSN), dropped afterwards."""
+        dbname = self.create_database(prefix)
+        try:
+            yield self.dsn(dbname)
+        finally:
+            self.drop_database(dbname)
+
+
 # --------------------------------------------------------------------------- both, for the CLI
 
 
@@ -344,9 +439,6 @@ class DevServices:
 
 
 def _create_database(server: PostgresServer, dbname: str) -> None:
-    import psycopg
-    from psycopg import sql
-
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
         if not exists:

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from connector.config import Settings
-from tests.reliability.harness import ConnectorProcess, Profile, ScenarioReport
+from connector.testing.daemon import DaemonProcess
+from tests.reliability.harness import Profile, ScenarioReport
 
 _REPORTS = pytest.StashKey[list[ScenarioReport]]()
 _SEED = pytest.StashKey[int]()
@@ -73,39 +73,22 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[ScenarioReport]:
 
 
 @pytest.fixture
-def spawn_connector(pg_dsn: str, tmp_path: Path) -> Iterator[Callable[..., ConnectorProcess]]:
-    """Starts connector daemons as child processes; any still running at the end is stopped,
-    and the walsenders they leave are gone before `pg_dsn` drops the database and its slots
-    (it terminates a walsender and drops the slot at once, which races a walsender that is
-    still going away)."""
-    made: list[ConnectorProcess] = []
+def spawn_connector(pg_dsn: str, tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Starts connector daemons as child processes, each with its config and log in a folder of
+    its own; any still running at the end is stopped (before `pg_dsn` drops the database, which
+    first waits for their walsenders to let go of the slots)."""
+    made: list[DaemonProcess] = []
 
-    def spawn(settings: Settings, env: dict[str, str] | None = None) -> ConnectorProcess:
+    def spawn(settings: Settings, env: dict[str, str] | None = None) -> DaemonProcess:
         folder = tmp_path / f"connector-{len(made)}"
         folder.mkdir()
-        process = ConnectorProcess(settings, folder, env)
+        process = DaemonProcess.for_settings(settings, folder, env=env)
         made.append(process)
         return process.start()
 
     yield spawn
     for process in made:
         process.stop(timeout_s=20)  # SIGKILL when SIGTERM was not enough
-    _release_slots(pg_dsn)
-
-
-def _release_slots(dsn: str, timeout_s: float = 15.0) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            active = conn.execute(
-                "SELECT active_pid FROM pg_replication_slots "
-                "WHERE database = current_database() AND active_pid IS NOT NULL"
-            ).fetchall()
-            if not active:
-                return
-            for (pid,) in active:
-                conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-            time.sleep(0.1)
 
 
 def pytest_terminal_summary(

@@ -1,17 +1,13 @@
-"""What every fault scenario shares: the connector as a real daemon process, the sizes of the
-default and the soak mode, the report row each scenario fills, and the checks run after it."""
+"""What every fault scenario shares: the sizes of the default and the soak mode, the report row
+each scenario fills, and the checks run after it. The connector runs as a real daemon process
+(`connector.testing.daemon.DaemonProcess`, started by the `spawn_connector` fixture)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 import redis
@@ -24,7 +20,8 @@ from connector.core.lsn import Lsn
 from connector.ops.verify import verify
 from connector.query import searcher
 from connector.sink.checkpoint import read_checkpoint
-from tests.test_sync import _write_config, wal_lsn
+from connector.source.slots import slot_info
+from tests.support import wal_lsn
 
 
 @dataclass(frozen=True)
@@ -75,83 +72,6 @@ class ScenarioReport:
         return f"{self.missing}/{self.stale}/{self.orphaned}"
 
 
-def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without CONNECTOR_* settings (they would override the file)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
-    env.update(extra or {})
-    return env
-
-
-class ConnectorProcess:
-    """`python -m connector.cli run --config FILE` as a child process, its output in a log."""
-
-    def __init__(self, settings: Settings, folder: Path, env: dict[str, str] | None = None) -> None:
-        self.settings = settings
-        self.config = _write_config(folder / "connector.toml", settings)
-        self.log = folder / "connector.log"
-        self.env = child_environment(env)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.kills = 0
-
-    def start(self) -> ConnectorProcess:
-        assert self.process is None, "already running"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "connector.cli", "run", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        self.starts += 1
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def assert_alive(self, when: str) -> None:
-        assert self.alive, f"the connector exited {when}:\n{self.tail()}"
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.process = None
-        self.kills += 1
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM and wait; returns the exit status (None when it had to be killed)."""
-        if self.process is None:
-            return None
-        process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            return None
-
-    def tail(self, chars: int = 6000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-    def count(self, text: str) -> int:
-        return self.log.read_text(errors="replace").count(text) if self.log.exists() else 0
-
-    @property
-    def reconnects(self) -> int:
-        return self.count("; reconnecting in ")
-
-    def resyncs(self) -> list[str]:
-        """The log lines where the daemon gave up on its checkpoint and copied the tables again."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text(errors="replace").splitlines()
-        return [line for line in lines if "dropping slot" in line or "resynchronising" in line]
-
-
 class ConfirmedWatch(threading.Thread):
     """Samples, all along a scenario, the slot's confirmed_flush_lsn and then the checkpoint in
     Redis: what Postgres may release must never be ahead of what Redis holds."""
@@ -192,14 +112,11 @@ class ConfirmedWatch(threading.Thread):
             client.close()
 
     def _sample(self, conn: psycopg.Connection[tuple[object, ...]], client: redis.Redis) -> None:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-            [self.slot],
-        ).fetchone()
+        info = slot_info(conn, self.slot)
         checkpoint = read_checkpoint(client, self.slot)
-        if row is None or row[0] is None or checkpoint is None:
+        if info is None or info.confirmed_flush_lsn is None or checkpoint is None:
             return
-        confirmed = Lsn.parse(str(row[0]))
+        confirmed = info.confirmed_flush_lsn
         self.samples += 1
         if confirmed > checkpoint.lsn:
             self.violations.append((confirmed, checkpoint.lsn))
@@ -241,34 +158,6 @@ def compact_aof(url: str, timeout_s: float = 30.0) -> None:
             if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
                 return
             time.sleep(0.05)
-    finally:
-        client.close()
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout_s: float, what: str, log: ConnectorProcess
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if log.process is not None:
-            log.assert_alive(f"while waiting until {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout_s}s waiting until {what}:\n{log.tail()}"
-            )
-        time.sleep(0.05)
-
-
-def wait_for_checkpoint(settings: Settings, connector: ConnectorProcess, timeout_s: float) -> None:
-    """Until the connector has finished its initial copy (the checkpoint exists)."""
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    try:
-        wait_until(
-            lambda: read_checkpoint(client, settings.postgres.slot) is not None,
-            timeout_s,
-            "the initial copy is done",
-            connector,
-        )
     finally:
         client.close()
 

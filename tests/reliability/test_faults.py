@@ -25,25 +25,22 @@ import pytest
 
 from connector.config import Settings
 from connector.query import searcher
-from tests.conftest import Services, make_settings
+from connector.testing.daemon import DaemonProcess
+from connector.testing.services import Services
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.reliability.harness import (
     ConfirmedWatch,
-    ConnectorProcess,
     Profile,
     ScenarioReport,
     check_converged,
     compact_aof,
-    wait_for_checkpoint,
     wait_for_redis,
-    wait_until,
 )
 from tests.reliability.proxy import TcpProxy
 from tests.reliability.workload import TABLES, Writer, create_tables
-from tests.test_providers import openai_settings
-from tests.test_sync import wal_lsn
+from tests.support import make_settings, openai_settings, wal_lsn
 
-Spawn = Callable[..., ConnectorProcess]
+Spawn = Callable[..., DaemonProcess]
 
 _PROFILE = Profile.from_environment()
 pytestmark = pytest.mark.timeout(_PROFILE.test_timeout_s)
@@ -85,7 +82,7 @@ def _under_faults(
     dsn: str,
     direct: Settings,
     writer: Writer,
-    connector: ConnectorProcess,
+    connector: DaemonProcess,
     scenario: ScenarioReport,
     profile: Profile,
     resync_allowed_when: str | None = None,
@@ -175,9 +172,7 @@ def test_sigkill_connector_repeatedly(
 
         for i in range(profile.kills):
             if i % 4 != 3:
-                wait_until(
-                    new_process_holds_the_slot, 30, "a new process holds the slot", connector
-                )
+                connector.wait_until(new_process_holds_the_slot, 30, "a new process holds the slot")
             time.sleep(rng.uniform(0.2, 1.5))
             connector.assert_alive(f"before kill {i + 1}")
             seen.update(pid for pid in [slot_pid()] if pid is not None)
@@ -205,7 +200,7 @@ def _restart_while_streaming(
     settings = _settings(pg_dsn, redis_url)
     writer = _writer(pg_dsn, seed, profile, duration_s=profile.writer_s)
     connector = spawn_connector(settings)
-    wait_for_checkpoint(settings, connector, profile.catch_up_s)
+    connector.wait_for_checkpoint(settings, profile.catch_up_s)
     done: Counter[str] = Counter()
     ways = list(restarts)
     started = time.monotonic()
@@ -331,7 +326,7 @@ def test_embedding_server_errors_then_hangs(
     api_key = str(embedding["api_key"])
     writer = _writer(pg_dsn, seed, profile, duration_s=profile.test_timeout_s)
     connector = spawn_connector(settings, {"CONNECTOR_EMBEDDING__API_KEY": api_key})
-    wait_for_checkpoint(settings, connector, profile.catch_up_s)
+    connector.wait_for_checkpoint(settings, profile.catch_up_s)
     scenario.fault_kind = "HTTP 500 / hung request"
     queued = 1_000_000
     errors = hung = 0
@@ -370,7 +365,7 @@ _GAP_S = 1.5  # at least this long connected between two cuts
 
 def _cut_repeatedly(
     proxy: TcpProxy,
-    connector: ConnectorProcess,
+    connector: DaemonProcess,
     writer: Writer,
     scenario: ScenarioReport,
     profile: Profile,
@@ -389,7 +384,7 @@ def _cut_repeatedly(
             return connector.count("streaming slot") > streams
 
         time.sleep(_GAP_S)
-        wait_until(streaming_again, profile.catch_up_s, "the connector streams again", connector)
+        connector.wait_until(streaming_again, profile.catch_up_s, "the connector streams again")
         if restored_at is not None:
             searcher(direct).wait_for(restored_at, profile.catch_up_s)
         streams = connector.count("streaming slot")
@@ -411,7 +406,7 @@ def _cut_repeatedly(
     )
 
 
-def _stop_during_outage(connector: ConnectorProcess, scenario: ScenarioReport) -> None:
+def _stop_during_outage(connector: DaemonProcess, scenario: ScenarioReport) -> None:
     limit = connector.settings.pipeline.shutdown_timeout_s
     began = time.monotonic()
     code = connector.stop(timeout_s=limit + 20)
@@ -439,7 +434,7 @@ def test_redis_connection_cut(
         direct = _settings(pg_dsn, redis_url)
         writer = _writer(pg_dsn, seed, profile, duration_s=profile.test_timeout_s)
         connector = spawn_connector(proxied)
-        wait_for_checkpoint(direct, connector, profile.catch_up_s)
+        connector.wait_for_checkpoint(direct, profile.catch_up_s)
         scenario.fault_kind = "Redis cut"
         with _under_faults(pg_dsn, direct, writer, connector, scenario, profile):
             _cut_repeatedly(proxy, connector, writer, scenario, profile, direct, pg_dsn)
@@ -466,7 +461,7 @@ def test_postgres_connection_cut(
         direct = _settings(pg_dsn, redis_url)
         writer = _writer(pg_dsn, seed, profile, duration_s=profile.test_timeout_s)
         connector = spawn_connector(proxied)
-        wait_for_checkpoint(direct, connector, profile.catch_up_s)
+        connector.wait_for_checkpoint(direct, profile.catch_up_s)
         scenario.fault_kind = "Postgres cut"
         with _under_faults(pg_dsn, direct, writer, connector, scenario, profile):
             _cut_repeatedly(proxy, connector, writer, scenario, profile, direct, pg_dsn)
@@ -513,7 +508,7 @@ def test_connection_blackholed(
         direct = _settings(pg_dsn, redis_url)
         writer = _writer(pg_dsn, seed, profile, duration_s=3.0)
         connector = spawn_connector(proxied)
-        wait_for_checkpoint(direct, connector, profile.catch_up_s)
+        connector.wait_for_checkpoint(direct, profile.catch_up_s)
         scenario.fault_kind = f"{server} blackhole"
         deadline = replace(profile, catch_up_s=_DEAD_CONNECTION_S)
         try:

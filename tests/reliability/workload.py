@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 
+from tests.support import wal_lsn
+
 TABLES: list[dict[str, object]] = [
     {
         "name": "public.rel_a",
@@ -224,13 +226,12 @@ class Writer(threading.Thread):
             for _ in range(count):
                 table = "rel_a" if self.rng.random() < 0.6 else "rel_b"
                 done[self._change(conn, table, state[table])] += 1
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         self._rows = state
         self.stats.transactions += 1
         self.stats.changes += sum(done.values())
         self.stats.ops.update(done)
         self.stats.truncates += done["truncate"]
-        self.stats.last_commit_lsn = str(row[0]) if row else None
+        self.stats.last_commit_lsn = wal_lsn(conn)
 
     # ----------------------------------------------------------------- row changes
 
