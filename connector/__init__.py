@@ -9,6 +9,8 @@ The public surface is re-exported here; the packages under it are the implementa
 `ops` (operator commands), `query`, `testing` (the shared harness).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from connector.config import Settings, load_settings
 from connector.errors import (
     ConfigError,
@@ -17,17 +19,35 @@ from connector.errors import (
     QueryError,
     RedisIndexError,
 )
-from connector.query import (
-    Answer,
-    FilterValue,
-    Hit,
-    NotCaughtUpError,
-    Searcher,
-    answer,
-    close_searchers,
-    search,
-    searcher,
-)
+
+if TYPE_CHECKING:
+    from connector.query import (
+        Answer,
+        FilterValue,
+        Hit,
+        NotCaughtUpError,
+        Searcher,
+        answer,
+        close_searchers,
+        search,
+        searcher,
+    )
+
+# The query side loads the embedding providers and the chat client: imported when first
+# asked for, so that the daemon (`python -m connector.cli run`) does not carry it.
+_QUERY = {
+    "Answer", "FilterValue", "Hit", "NotCaughtUpError", "Searcher", "answer",
+    "close_searchers", "search", "searcher",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _QUERY:
+        from connector import query
+
+        return getattr(query, name)
+    raise AttributeError(f"module 'connector' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -7,10 +7,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector.config import Settings
 from connector.errors import ConnectorError, QueryError
-from connector.query import FilterValue
+
+if TYPE_CHECKING:  # the query side (embedders, chat client) loads only for search and ask
+    from connector.query import FilterValue
 
 Handler = Callable[[argparse.Namespace], int]
 
