@@ -143,8 +143,9 @@ def _cmd_resync(args: argparse.Namespace) -> int:
     finally:
         embedder.close()
     print(
-        f"resync at {report.at}: {report.rows} rows copied, {report.removed} stale rows removed, "
-        f"{report.embedded} chunks embedded (the others kept their vectors)"
+        f"resync at {report.at}: {report.rows} rows copied, {report.embedded} chunks embedded "
+        "(the others kept their vectors); rows the tables no longer have are hidden and "
+        "collected"
     )
     return 0
 

@@ -186,6 +186,9 @@ class PipelineSettings(_Section):
     batch_max_wait_ms: int = Field(default=5, ge=0)
     queue_max_changes: int = Field(default=20_000, gt=0)
     tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    # How long a superseded row version stays after its successor became visible, so that a
+    # search that read the previous visible LSN still finds what it needs.
+    gc_grace_s: float = Field(default=60.0, ge=0)
     deadletter_max: int = Field(default=10_000, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)
     # Keep the slot's confirmed position this far behind the checkpoint, so a Redis restored

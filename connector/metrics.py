@@ -170,6 +170,19 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+        self._gc_backlog = Gauge(
+            "connector_gc_backlog_rows",
+            "Superseded rows waiting for garbage collection (their grace period, or the sweep).",
+            registry=reg,
+        )
+        self._gc_removed = Counter(
+            "connector_gc_removed",
+            "Row versions and chunk hashes garbage collection removed, by kind.",
+            ["kind"],
+            registry=reg,
+        )
+        for kind in ("version", "chunk"):
+            self._gc_removed.labels(kind=kind)
         self._embedders = _EmbedderCollector()
         reg.register(self._embedders)
 
@@ -207,6 +220,14 @@ class Metrics:
     def set_checkpoint(self, lsn: int) -> None:
         """The last applied commit LSN (as an integer)."""
         self._checkpoint.set(int(lsn))
+
+    def collected(self, backlog: int, versions: int, chunks: int) -> None:
+        """Garbage collection's backlog now, and what one step removed."""
+        self._gc_backlog.set(backlog)
+        if versions:
+            self._gc_removed.labels(kind="version").inc(versions)
+        if chunks:
+            self._gc_removed.labels(kind="chunk").inc(chunks)
 
     def restarted(self, reason: str) -> None:
         """Count one stream restart; `reason` should be a short fixed word (label cardinality)."""

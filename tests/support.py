@@ -15,7 +15,9 @@ import redis
 
 from connector.config import Settings
 from connector.core.chunking import Chunker
+from connector.core.keys import Keyspace
 from connector.core.lsn import Lsn
+from connector.core.versions import Manifest, Version
 from connector.embed.tokenizer import get_encoding
 from connector.ops.verify import compare_table
 from connector.query import Searcher, searcher
@@ -86,9 +88,16 @@ def assert_index_equals_table(settings: Settings, dsn: str) -> None:
             chunker = Chunker(
                 get_encoding(settings.embedding.model), table.chunk_tokens, table.chunk_overlap
             )
-            drift = compare_table(conn, client, info, chunker)
+            drift = compare_table(conn, client, info, chunker, settings.postgres.slot)
             assert drift.clean, drift.summary()
     client.close()
+
+
+def newest_version(client: redis.Redis, keys: Keyspace, table: str, key: str) -> Version:
+    """The newest version of a row in its manifest."""
+    version = Manifest.parse(client.hgetall(keys.row(table, key))).newest
+    assert version is not None, f"row {key} of {table} has no version"
+    return version
 
 
 def keys_of(found: Searcher, text: str, k: int = 10, **kw: object) -> list[tuple[str, ...]]:

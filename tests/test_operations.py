@@ -35,6 +35,7 @@ from tests.support import (
     confirmed_lsn,
     insert,
     make_settings,
+    newest_version,
     synced,
     wal_lsn,
 )
@@ -46,6 +47,11 @@ TABLE = "public.documents"
 
 def drop_row_keys(client: redis.Redis, key: str) -> None:
     client.delete(KEYS.row(TABLE, key), *client.keys(f"{KEYS.chunk_prefix}{TABLE}:{key}:*"))
+
+
+def first_chunk(client: redis.Redis, key: str) -> str:
+    """The key of the first chunk of a row's newest version."""
+    return KEYS.chunk(TABLE, key, newest_version(client, KEYS, TABLE, key).chunks[0])
 
 
 def test_status_reports_the_slot_and_the_checkpoint_and_lag_grows_while_stopped(
@@ -170,9 +176,13 @@ def test_verify_finds_drift_and_repair_fixes_it(
     synced(settings, migrated_dsn)
     running.stop()
     client = connect(redis_url)
-    client.delete(KEYS.chunk(TABLE, "1", 0))  # a chunk deleted by hand
-    client.hset(KEYS.chunk(TABLE, "2", 0), "content", "edited by hand")  # a chunk edited
-    client.hset(KEYS.chunk(TABLE, "999", 0), mapping={"content": "orphan", "table": TABLE})
+    client.delete(first_chunk(client, "1"))  # a chunk deleted by hand
+    client.hset(first_chunk(client, "2"), "content", "edited by hand")  # a chunk edited
+    visible = read_checkpoint(client, settings.postgres.slot).visible  # type: ignore[union-attr]
+    assert visible is not None
+    orphan = f"orphan@{visible.value}"  # a row the table does not have, visible to readers
+    client.hset(KEYS.row(TABLE, "999"), str(visible.value), f";{orphan}")
+    client.hset(KEYS.chunk(TABLE, "999", orphan), mapping={"content": "orphan", "table": TABLE})
     found = cli(config, "verify")
     assert found.returncode == 1, found.stdout + found.stderr
     assert "stale 2" in found.stdout and "orphaned 1" in found.stdout

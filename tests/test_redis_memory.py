@@ -179,14 +179,17 @@ def test_status_and_verify_notice_keys_evicted_after_start(
     client = redis.Redis.from_url(redis_url)
     chunks = sorted(client.scan_iter(match=f"{KEYS.chunk_prefix}*"))
     client.unlink(*chunks[:3])
-    client.unlink(checkpoint_key(settings.postgres.slot))
+    done = cli(config, "verify")
+    assert done.returncode == 1 and "stale 3" in done.stdout, done.stdout
 
+    client.unlink(checkpoint_key(settings.postgres.slot))  # and then the visible LSN with it
     warnings = collect_status(settings).warnings
     assert any("holds 17 chunks but its row manifests list 20" in w for w in warnings), warnings
     assert any("no checkpoint" in w and "lost" in w for w in warnings), warnings
     done = cli(config, "verify")
     assert done.returncode == 1
-    assert "stale 3" in done.stdout and "checkpoint: Redis holds no checkpoint" in done.stdout
+    assert "missing 20" in done.stdout  # readers see no version without the visible LSN
+    assert "checkpoint: Redis holds no checkpoint" in done.stdout
 
     run_connector(settings)  # no checkpoint: it resynchronises from a snapshot
     synced(settings, migrated_dsn)

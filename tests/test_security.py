@@ -37,6 +37,7 @@ def index(services: object) -> Iterator[Searcher]:
     client = connect(services.redis_url)
     client.flushall()
     ensure_index(client, SPEC, EMBEDDER)
+    client.hset("connector:sec_slot:checkpoint", "visible", "0/1")  # versions at LSN 1 show
     yield Searcher(client, SPEC, EMBEDDER, "sec_slot")
     client.flushall()
     client.close()
@@ -62,10 +63,11 @@ def test_no_string_changes_the_meaning_of_a_query(index: Searcher, value: str) -
     tag = metadata_field(PgValue(value, "text"), "tag")
     assert tag is not None or not tag_text(value)
     index.client.hset(
-        f"sec:chunk:public.t:{key}:0",
+        f"sec:chunk:public.t:{key}:c@1",
         mapping={"content": value, "embedding": vector, "table": "public.t", "pk": key,
-                 "chunk": 0, "source": tag or "", "title": value, "n": 1},
+                 "chunk": 0, "source": tag or "", "title": value, "n": 1, "lsn": 1},
     )  # fmt: skip
+    index.client.hset(f"sec:row:public.t:{key}", "1", ";c@1")  # the row's one version
     if not tag:
         with pytest.raises(ValueError, match="must not be empty"):
             index.search(value, k=50, filters={"source": value})

@@ -15,7 +15,8 @@ import redis
 from connector.config import Settings
 from connector.core.keys import Keyspace
 from connector.core.lsn import Lsn
-from connector.query import searcher
+from connector.core.versions import id_text_hash
+from connector.query import searcher, visibility_filter
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import command, connect, search_total
 from connector.source.catalog import inspect_table
@@ -27,6 +28,7 @@ from tests.support import (
     incompressible,
     keys_of,
     make_settings,
+    newest_version,
     synced,
     wal_lsn,
 )
@@ -81,9 +83,10 @@ def test_transaction_is_visible_all_at_once(
     seen: set[int] = set()
     done = threading.Event()
 
-    def watch() -> None:
+    def watch() -> None:  # as an external client reads: with the documented visibility filter
         while not done.is_set():
-            reply = command(client, "FT.SEARCH", "documents", "@source:{bulk}", "LIMIT", "0", "0")
+            where = f"{visibility_filter(client, 'test_slot')} @source:{{bulk}}"
+            reply = command(client, "FT.SEARCH", "documents", where, "LIMIT", "0", "0")
             seen.add(search_total(reply))
 
     watcher = threading.Thread(target=watch)
@@ -124,16 +127,16 @@ def test_title_only_update_of_toasted_body_embeds_nothing(
     found = synced(settings, migrated_dsn)
     client = redis.Redis.from_url(redis_url)
     keys = Keyspace("documents")
-    before = client.hgetall(keys.row("public.documents", "7"))
-    vector = client.hget(keys.chunk("public.documents", "7", 0), "embedding")
+    before = newest_version(client, keys, "public.documents", "7")
+    vector = client.hget(keys.chunk("public.documents", "7", before.chunks[0]), "embedding")
     embedded = running.embedder.stats.texts
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
         conn.execute("UPDATE documents SET title = 'new title' WHERE id = 7")
     found = synced(settings, migrated_dsn)
     assert running.embedder.stats.texts == embedded, "unchanged text was sent to the embedder"
-    after = client.hgetall(keys.row("public.documents", "7"))
-    assert after[b"hashes"] == before[b"hashes"]
-    assert client.hget(keys.chunk("public.documents", "7", 0), "embedding") == vector
+    after = newest_version(client, keys, "public.documents", "7")
+    assert [id_text_hash(c) for c in after.chunks] == [id_text_hash(c) for c in before.chunks]
+    assert client.hget(keys.chunk("public.documents", "7", after.chunks[0]), "embedding") == vector
     hits = found.search(body[:200], k=50)
     assert hits and all(h.metadata["title"] == "new title" for h in hits if h.key == ("7",))
     assert_index_equals_table(settings, migrated_dsn)
@@ -154,8 +157,7 @@ def test_shorter_body_deletes_chunks_and_edits_reembed_only_changed_chunks(
         synced(settings, migrated_dsn)
         client = redis.Redis.from_url(redis_url)
         keys = Keyspace("documents")
-        chunks = len(client.hget(keys.row("public.documents", "1"), "hashes").split(b","))
-        assert chunks >= 8
+        assert len(newest_version(client, keys, "public.documents", "1").chunks) >= 8
 
         embedded = running.embedder.stats.texts
         edited = list(paragraphs)
@@ -167,7 +169,7 @@ def test_shorter_body_deletes_chunks_and_edits_reembed_only_changed_chunks(
 
         conn.execute("UPDATE documents SET body = 'Just one short paragraph now.' WHERE id = 1")
         found = synced(settings, migrated_dsn)
-        assert len(client.keys(f"{keys.chunk_prefix}public.documents:1:*")) == 1
+        assert len(newest_version(client, keys, "public.documents", "1").chunks) == 1
         assert [h.chunk for h in found.search("paragraph", k=50)] == [0]
         client.close()
     assert_index_equals_table(settings, migrated_dsn)

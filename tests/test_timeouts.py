@@ -32,11 +32,12 @@ def test_clients_use_the_configured_timeouts_and_no_hidden_retries(
     client.close()
 
 
-def test_a_batch_write_longer_than_the_command_timeout_is_not_abandoned(
+def test_a_batch_that_takes_redis_seconds_never_holds_it_and_lands_once(
     migrated_dsn: str, redis_url: str, run_connector: Start
 ) -> None:
-    """socket_timeout_s is 0.3 s, but one batch (500 rows of 6 chunks at 1536 dimensions)
-    takes Redis seconds to index inside its MULTI/EXEC: it gets write_timeout_s and lands once."""
+    """One batch (500 rows of 6 chunks at 1536 dimensions) takes Redis seconds to index, far
+    beyond socket_timeout_s (0.3 s); it is staged in small pipelines, so no command of another
+    client waits behind it that long, and it lands once, without a restart."""
     settings = make_settings(
         migrated_dsn,
         redis_url,
@@ -54,7 +55,7 @@ def test_a_batch_write_longer_than_the_command_timeout_is_not_abandoned(
     running = run_connector(settings, probes=True)
     synced(settings, migrated_dsn, timeout_s=120)
     held.stop()
-    assert held.longest_s > 0.3, f"no command outlasted socket_timeout_s ({held.longest_s:.2f}s)"
+    assert held.longest_s < 0.3, f"a probe waited {held.longest_s:.2f}s behind the batch"
     restarts = running.metric("connector_stream_restarts_total", reason="TimeoutError")
     assert not restarts, "a long batch write was abandoned and sent again"
     assert_index_equals_table(settings, migrated_dsn)

@@ -12,7 +12,14 @@ import redis
 from connector.config import Settings
 from connector.core.keys import Keyspace
 from connector.testing.daemon import DaemonThread
-from tests.support import assert_index_equals_table, incompressible, keys_of, make_settings, synced
+from tests.support import (
+    assert_index_equals_table,
+    incompressible,
+    keys_of,
+    make_settings,
+    newest_version,
+    synced,
+)
 
 Start = Callable[[Settings], DaemonThread]
 KEYS = Keyspace("documents")
@@ -37,8 +44,8 @@ def execute(dsn: str, *statements: str) -> None:
 def vectors(client: redis.Redis, key: str) -> dict[bytes, bytes]:
     """The row's chunk vectors by chunk text."""
     found = {}
-    for chunk in client.scan_iter(match=f"{KEYS.chunk_prefix}{TABLE}:{key}:*"):
-        content, vector = client.hmget(chunk, ["content", "embedding"])
+    for chunk in newest_version(client, KEYS, TABLE, key).chunks:
+        content, vector = client.hmget(KEYS.chunk(TABLE, key, chunk), ["content", "embedding"])
         found[content] = vector
     return found
 
@@ -97,7 +104,7 @@ def test_what_the_reread_sees_converges_with_the_changes_that_follow(
     assert hit.key == ("2",) and hit.content == "retitled\n\na newer body, read back early"
     client = redis.Redis.from_url(redis_url)
     assert client.xlen("documents:deadletter") == 0
-    assert not client.exists(KEYS.row(TABLE, "1"))
+    assert newest_version(client, KEYS, TABLE, "1").deleted
     assert_index_equals_table(settings, migrated_dsn)
     client.close()
 

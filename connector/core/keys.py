@@ -44,8 +44,9 @@ class Keyspace:
     def chunk_prefix(self) -> str:
         return f"{self.prefix}:chunk:"
 
-    def chunk(self, table: str, key: str, n: int) -> str:
-        return f"{self.prefix}:chunk:{table}:{key}:{n}"
+    def chunk(self, table: str, key: str, chunk_id: str) -> str:
+        """One chunk version of a row (its id: see core.versions)."""
+        return f"{self.prefix}:chunk:{table}:{key}:{chunk_id}"
 
     def chunk_pattern(self, table: str) -> str:
         return f"{self.prefix}:chunk:{table}:*"
@@ -61,9 +62,6 @@ class Keyspace:
         """The row manifests of `table`, or of every table of the index."""
         return f"{self.prefix}:row:{table}:*" if table else f"{self.prefix}:row:*"
 
-    def tomb(self, table: str, key: str) -> str:
-        return f"{self.prefix}:tomb:{table}:{key}"
-
     def floor(self, table: str) -> str:
         """Writes for the table at or below this LSN are stale: its last TRUNCATE, or the
         snapshot point of its last resync."""
@@ -76,6 +74,10 @@ class Keyspace:
     @property
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
+
+    def table_of_row(self, row_key: str) -> str:
+        """The table of a manifest key (`P:row:<schema.table>:<key>`; table names hold no `:`)."""
+        return row_key.removeprefix(f"{self.prefix}:row:").partition(":")[0]
 
     def key_from_row(self, row_key: str, table: str) -> str:
         return row_key.removeprefix(f"{self.prefix}:row:{table}:")

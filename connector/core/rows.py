@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from connector.core.changes import Op, RowChange, Transaction
 from connector.core.keys import encode_key
 from connector.core.lsn import ZERO, Lsn
-from connector.core.pgtypes import PgValue
+from connector.core.pgtypes import PgValue, metadata_field
 from connector.core.tables import TableInfo
 from connector.errors import RowError
 
@@ -33,6 +33,20 @@ class RowState:
     @property
     def missing_content(self) -> list[str]:
         return [c for c in self.table.settings.content if c not in self.values]
+
+    @property
+    def missing_metadata(self) -> list[str]:
+        return [c for c in self.table.settings.metadata if c not in self.values]
+
+    def metadata_fields(self) -> dict[str, str | float]:
+        """The row's metadata as the hash fields its chunks carry (NULL ones left out)."""
+        fields: dict[str, str | float] = {}
+        for column, kind in self.table.settings.metadata.items():
+            value = self.values.get(column)
+            converted = metadata_field(value, kind) if value is not None else None
+            if converted is not None:
+                fields[column] = converted
+        return fields
 
     def text(self) -> str:
         """The content columns' text joined by blank lines; NULL columns are left out."""

@@ -15,6 +15,7 @@ reader at V honours the newest floor at or below V. Pure: no I/O here.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,11 +43,12 @@ class Version:
     lsn: Lsn
     chunks: tuple[str, ...] = ()
     deleted: bool = False
+    meta: str = ""  # fingerprint of the metadata its chunks carry (see `metadata_fingerprint`)
 
     @property
     def value(self) -> str:
-        """The manifest field value of this version."""
-        return DELETED if self.deleted else ",".join(self.chunks)
+        """The manifest field value of this version: `-`, or `<meta>;<id>,<id>,...`."""
+        return DELETED if self.deleted else f"{self.meta};{','.join(self.chunks)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,9 @@ class Manifest:
             lsn = Lsn(int(name))
             if text == DELETED:
                 versions.append(Version(lsn, deleted=True))
-            else:
-                versions.append(Version(lsn, tuple(text.split(",")) if text else ()))
+                continue
+            meta, _, ids = text.rpartition(";")
+            versions.append(Version(lsn, tuple(ids.split(",")) if ids else (), meta=meta))
         return cls(tuple(sorted(versions, key=lambda v: v.lsn, reverse=True)))
 
     @property
@@ -128,6 +131,15 @@ class Garbage:
 def _unlisted(dropped: Iterable[Version], kept: Iterable[Version]) -> tuple[str, ...]:
     listed = {c for v in kept for c in v.chunks}
     return tuple(dict.fromkeys(c for v in dropped for c in v.chunks if c not in listed))
+
+
+def metadata_fingerprint(fields: Mapping[str, str | float]) -> str:
+    """A short digest of a row's metadata fields: a version whose metadata differs from its
+    base's cannot keep the base's chunks (their hashes carry the metadata filters use)."""
+    if not fields:
+        return ""
+    text = "\x1f".join(f"{k}\x1e{v!r}" for k, v in sorted(fields.items()))
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 def floor_at(floors: Iterable[Lsn], visible: Lsn) -> Lsn | None:

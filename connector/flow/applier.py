@@ -1,34 +1,30 @@
-"""Applying a batch: plan it (flow.planner), then write it (sink.writer), again if it raced.
+"""Applying a batch: plan it (flow.planner), stage it (sink.writer), then flip.
 
 Used by the daemon for every streamed batch and by the copies from a snapshot (the first start,
-`connector resync`). A plan is made from what Redis held when it read; if another writer changes
-one of its rows before the write lands (a resync in another process, a FLUSHALL), the write is
-refused and the batch is planned again, so an older change never overwrites a newer one.
+`connector resync`). A batch is staged invisibly; it becomes visible when the checkpoint's visible
+LSN moves past it. The visible LSN never moves back: a replay re-applies changes from an older
+resume position while readers keep seeing the newest state.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 import redis
 
 from connector.config import Settings
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects
-from connector.core.tables import TableInfo
 from connector.embed.base import Embedder
-from connector.errors import RedisIndexError
 from connector.flow.planner import Planner, Reselect
-from connector.sink.writer import ApplyStats, IndexWriter, StalePlan
+from connector.sink.gc import Collector
+from connector.sink.writer import ApplyStats, IndexWriter
 
 log = logging.getLogger(__name__)
 
-_MAX_ATTEMPTS = 20
-
 
 class Applier:
-    """Plans and writes batches of row states for every configured index."""
+    """Plans, stages and flips batches of row states for every configured index."""
 
     def __init__(
         self,
@@ -37,6 +33,7 @@ class Applier:
         embedder: Embedder,
         system_id: str = "",
         reselect: Reselect | None = None,
+        collect_garbage: bool = False,
     ) -> None:
         self.client = client
         self.embedder = embedder
@@ -44,17 +41,21 @@ class Applier:
         self.writer = IndexWriter(client, settings, system_id)
         self.planner = Planner(self.writer, settings, embedder, reselect)
         self.stats = ApplyStats()
+        self.visible = self.writer.visible()  # what readers see; it never moves back
+        self.collector = Collector(client, settings, self.visible) if collect_garbage else None
+        self._superseded: list[tuple[str, str]] = []  # rows staged since the last flip
 
     def ensure_indexes(self) -> None:
         self.writer.ensure_indexes(self.embedder)
 
+    def read_visible(self) -> None:
+        """Take the visible LSN Redis holds (the applier never moves it back)."""
+        self.visible = max(self.visible, self.writer.visible())
+
     def resume(self) -> None:
         """Streaming resumes from a checkpoint: from now on a missing one means Redis lost it."""
         self.writer.expect_checkpoint = True
-
-    def sweep(self, tables: Iterable[TableInfo], older_than: Lsn) -> int:
-        """Remove rows last written before `older_than` (after a copy): see IndexWriter.sweep."""
-        return self.writer.sweep(tables, older_than)
+        self.read_visible()
 
     def raise_floor(self, table: str, lsn: Lsn) -> None:
         self.writer.raise_floor(table, lsn)
@@ -62,29 +63,32 @@ class Applier:
     def apply(
         self, effects: BatchEffects, checkpoint: Lsn | None, commit_time: float | None = None
     ) -> ApplyStats:
-        """Write the batch atomically, with `checkpoint` (None during a snapshot copy)."""
-        for _attempt in range(_MAX_ATTEMPTS):
-            batch = self.planner.plan(effects, checkpoint, commit_time)
-            try:
-                stats = self.writer.write(batch)
-            except StalePlan:
-                pass
-            except redis.WatchError as exc:
-                cause = exc.__context__
-                if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
-                    raise cause from None  # the connection failed, no other writer raced
-            else:
-                self.planner.written()
-                self.stats.add(stats)
-                return stats
-            self.writer.check_checkpoint()
-            log.debug("batch at %s raced another writer; planning it again", checkpoint)
-        raise RedisIndexError(
-            f"could not write the batch ending at {effects.last_lsn}: its keys kept changing "
-            f"under another writer {_MAX_ATTEMPTS} times (two connectors on one index?)"
-        )
+        """Stage the batch, then make it visible with `checkpoint` (None: stage only, as a
+        snapshot copy does until the whole copy is in)."""
+        batch = self.planner.plan(effects, self.visible)
+        stats = self.writer.stage(batch)
+        self.planner.written()
+        if self.collector is not None:
+            self._superseded += [(r.state.table.name, r.state.key) for r in batch.rows if r.known]
+        self.stats.add(stats)
+        if checkpoint is not None:
+            self.flip(checkpoint, commit_time)
+        return stats
+
+    def flip(self, lsn: Lsn, commit_time: float | None = None) -> None:
+        """Resume after `lsn`; readers see everything up to it (never less than before)."""
+        visible = max(self.visible, lsn)
+        self.writer.flip(lsn, visible, commit_time)
+        self.visible = visible
+        if self.collector is not None:
+            self.collector.flipped(visible, self._superseded)
+            self._superseded = []
+
+    def collect(self, budget_s: float) -> None:
+        """One bounded step of garbage collection (the daemon's, between batches)."""
+        if self.collector is not None:
+            self.collector.step(budget_s)
 
     def write_checkpoint(self, lsn: Lsn, commit_time: float | None = None) -> None:
         """Move the checkpoint alone (transactions that touched no configured row)."""
-        self.apply(BatchEffects(last_lsn=lsn), lsn, commit_time)
-        self.resume()
+        self.flip(lsn, commit_time)

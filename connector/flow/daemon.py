@@ -62,6 +62,10 @@ from connector.source.snapshot import open_snapshot
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Wall time per garbage collection step, between batches and when the stream is idle.
+_GC_BUSY_S = 0.002
+_GC_IDLE_S = 0.02
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ReplicationError,
     EmbeddingUnavailable,
@@ -141,7 +145,9 @@ class Connector:
             client.ping()
             check_eviction_policy(client, self.settings.redis.allow_eviction)
             tables, system_id = self._inspect()
-            applier = Applier(client, self.settings, self.embedder, system_id, reselector)
+            applier = Applier(
+                client, self.settings, self.embedder, system_id, reselector, collect_garbage=True
+            )
             applier.ensure_indexes()
             self.redis_pause.accepted()
             self.applier = applier
@@ -203,14 +209,14 @@ class Connector:
         self, repl: ReplicationConnection, applier: Applier, tables: dict[str, TableInfo]
     ) -> Lsn:
         consistent, snapshot = repl.create_slot(export_snapshot=True)
+        applier.read_visible()
         with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
             batch = self.settings.pipeline.batch_max_rows
             copy_tables(conn, applier, tables.values(), consistent, batch, self.stop_event)
             conn.rollback()
-        removed = applier.sweep(tables.values(), consistent)
-        if removed:
-            log.info("removed %d rows that are no longer in the tables", removed)
-        applier.write_checkpoint(consistent)
+        for table in tables:  # rows Redis held from before, that the copy did not rewrite
+            applier.raise_floor(table, consistent)
+        applier.flip(consistent)
         self.checkpoint = consistent
         return consistent
 
@@ -240,7 +246,7 @@ class Connector:
         reader = Reader(repl, queue, stop, durability.confirmable)
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
-            lambda: Progress(self.checkpoint, applier.stats, self._oldest_pending()),
+            lambda: self._progress(applier),
             self._set_lag,
         )  # fmt: skip
         self._queue = queue
@@ -263,6 +269,16 @@ class Connector:
         for failed in (reader.error, durability.error):
             if failed is not None:
                 raise failed
+
+    def _progress(self, applier: Applier) -> Progress:
+        collector = applier.collector
+        return Progress(
+            self.checkpoint,
+            applier.stats,
+            self._oldest_pending(),
+            collector.stats if collector is not None else None,
+            collector.backlog if collector is not None else 0,
+        )
 
     def _server_wal_lsn(self) -> Lsn:
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
@@ -304,8 +320,21 @@ class Connector:
             if batch and self._apply(batch, applier, tables, durability, stop):
                 monitor.activity()
             self._inflight_commit = None
+            self._collect(applier, busy=bool(batch))
         if self.stop_event.is_set() and reader.error is None:
             self._shut_down(durability, reader)
+
+    def _collect(self, applier: Applier, busy: bool) -> None:
+        """A step of garbage collection: short between batches, longer when the stream is idle."""
+        collector = applier.collector
+        if collector is None:
+            return
+        before = (collector.stats.versions_removed, collector.stats.chunks_removed)
+        applier.collect(_GC_BUSY_S if busy else _GC_IDLE_S)
+        if self.metrics is not None:
+            versions = collector.stats.versions_removed - before[0]
+            chunks = collector.stats.chunks_removed - before[1]
+            self.metrics.collected(collector.backlog, versions, chunks)
 
     def _shut_down(self, durability: Durability, reader: Reader) -> None:
         """Confirm what Redis holds durably, then close the stream (SIGTERM / SIGINT)."""

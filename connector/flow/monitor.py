@@ -21,6 +21,7 @@ from connector.core.lsn import Lsn
 from connector.embed.base import Embedder
 from connector.logs import redact
 from connector.metrics import Metrics
+from connector.sink.gc import GcStats
 from connector.sink.redis_client import Fields
 from connector.sink.writer import ApplyStats
 from connector.source.replication import conninfo
@@ -39,6 +40,8 @@ class Progress:
     checkpoint: Lsn
     stats: ApplyStats
     oldest_pending_commit: float | None  # epoch seconds of the oldest unapplied commit
+    collected: GcStats | None = None
+    gc_backlog: int = 0
 
 
 class Monitor(threading.Thread):
@@ -105,7 +108,7 @@ class Monitor(threading.Thread):
         self._last_check = now
         self._check_tables()
         self._check_slot(progress)
-        self._save_counters(progress.stats)
+        self._save_counters(progress)
 
     def _check_tables(self) -> None:
         """A renamed or dropped table sends nothing more: say so loudly, every check."""
@@ -144,10 +147,14 @@ class Monitor(threading.Thread):
             )
         self._warned = retained > limit
 
-    def _save_counters(self, stats: ApplyStats) -> None:
+    def _save_counters(self, progress: Progress) -> None:
         fields: Fields = {}
-        for name, value in dataclasses.asdict(stats).items():
+        for name, value in dataclasses.asdict(progress.stats).items():
             fields[f"rows_{name}"] = value
+        if progress.collected is not None:
+            for name, value in dataclasses.asdict(progress.collected).items():
+                fields[f"gc_{name}"] = value
+            fields["gc_backlog_rows"] = progress.gc_backlog
         for name, value in dataclasses.asdict(self.embedder.stats).items():
             fields[f"embedding_{name}"] = value
         # Redis full: the applier reports it; the counters wait for the next check.

@@ -1,10 +1,14 @@
-"""Planning a batch: from row states to finished writes, before any key is WATCHed.
+"""Planning a batch: from row states to finished writes (new row versions), before staging.
 
-For each row it reads what Redis holds (manifest, tombstone, the table's truncate floor) and
-skips changes older than that; it reads back content columns an UPDATE left out (TOAST, see
-source.reselect); it cuts the text into chunks, reuses the stored vector of every chunk whose
-text the row already had, and embeds only the rest. Rows the provider refuses, or whose text
-cannot be known, become dead letters. The sink then writes the plan as it is.
+For each row it reads the row's manifest and its table's truncate floors, and skips a change
+that a visible version (or floor) already covers. Pending versions at or after the change are
+leftovers of an earlier attempt (a restart staging the same transaction again, or the same row
+earlier in one large transaction): the new version replaces them. It reads back columns an
+UPDATE left out (TOAST, see source.reselect), cuts the text into chunks, and gives each chunk
+its content-addressed id: a chunk whose text (and the row's metadata) did not change keeps the
+id of the version it came from and is not written again. New chunks reuse any stored vector of
+the same text; only the rest is embedded. Rows the provider refuses, or whose text cannot be
+known, become dead letters.
 """
 
 from __future__ import annotations
@@ -18,25 +22,34 @@ from connector.core.changes import Op, RowChange
 from connector.core.chunking import Chunker, text_hash
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, RowState
+from connector.core.versions import (
+    Manifest,
+    Version,
+    assign_ids,
+    id_text_hash,
+    metadata_fingerprint,
+)
 from connector.embed.base import Embedder
 from connector.embed.tokenizer import get_encoding
 from connector.errors import EmbeddingRejected
-from connector.sink.writer import ApplyStats, BatchWrite, Held, IndexWriter, Manifest, RowWrite
+from connector.sink.writer import ApplyStats, BatchWrite, IndexWriter, NewChunk, RowWrite
 from connector.source.reselect import Reselected
 
-# Reads back content columns an UPDATE left out (see source.reselect): fills the states in
-# place and says which rows are gone and which could not be read.
+# Reads back columns an UPDATE left out (see source.reselect): fills the states in place and
+# says which rows are gone and which could not be read.
 Reselect = Callable[[Sequence[RowState]], Reselected]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """One chunk of one planned row that still needs a vector."""
+@dataclass(slots=True)
+class _Row:
+    """A row being planned: its change, its manifest, and what the new version builds on."""
 
-    row: RowWrite
-    n: int
+    state: RowState
+    manifest: Manifest
+    base: Version | None  # the newest version the new one follows
+    replaces: list[Version]  # pending versions at or after the change
 
 
 class Planner:
@@ -57,74 +70,71 @@ class Planner:
             t.qualified_name: Chunker(encoding, t.chunk_tokens, t.chunk_overlap)
             for t in settings.tables
         }
-        # Vectors of the batch in hand, kept until it is written: a batch planned again (a race,
-        # or Redis refused the write at maxmemory) does not pay the provider twice.
+        # Vectors of the batch in hand, kept until it is staged: a batch planned again (Redis
+        # refused the write at maxmemory, the connection dropped) does not pay the provider twice.
         self._vectors: dict[str, bytes] = {}
 
     def written(self) -> None:
-        """The batch in hand is written: forget its vectors."""
+        """The batch in hand is staged: forget its vectors."""
         self._vectors.clear()
 
-    def plan(
-        self, effects: BatchEffects, checkpoint: Lsn | None, commit_time: float | None = None
-    ) -> BatchWrite:
+    def plan(self, effects: BatchEffects, visible: Lsn) -> BatchWrite:
+        """The writes of `effects` for readers now at `visible`."""
         states = list(effects.rows.values())
-        idents = [(s.table.name, s.key) for s in states]
-        held = self.writer.held(idents)
-        floors = self.writer.floors({*(s.table.name for s in states), *effects.truncated})
+        manifests = self.writer.manifests([(s.table.name, s.key) for s in states])
+        floors = self.writer.floors(s.table.name for s in states)
         batch = BatchWrite(
             rows=[],
-            seen=dict(zip(idents, held, strict=True)),
-            floors=floors,
             truncated=dict(effects.truncated),
             letters=list(effects.skipped),
             last_lsn=effects.last_lsn,
-            checkpoint=checkpoint,
-            commit_time=commit_time,
         )
-        current = [
-            (state, marks)
-            for state, marks in zip(states, held, strict=True)
-            if not _stale(state, marks, floors, batch.stats)
-        ]
-        reread = self._reselect([s for s, m in current if _needs_reselect(s, m.manifest)], batch)
-        for state, marks in current:
-            ident = (state.table.name, state.key)
+        rows = []
+        for state, manifest in zip(states, manifests, strict=True):
+            row = _follow(state, manifest, visible)
+            if row is None or any(state.lsn < f for f in floors.get(state.table.name, [])):
+                batch.stats.skipped_stale += 1
+            else:
+                rows.append(row)
+        reread = self._reselect([r.state for r in rows if _needs_reselect(r)], batch.stats)
+        for row in rows:
+            ident = (row.state.table.name, row.state.key)
             if ident in reread.gone:
                 batch.stats.skipped_stale += 1  # deleted or re-keyed later: that change follows
             elif ident in reread.errors:
-                batch.letters.append((_as_change(state), reread.errors[ident]))
+                batch.letters.append((_as_change(row.state), reread.errors[ident]))
             else:
-                row = self._plan_row(state, marks, batch.letters)
-                if row is not None:
-                    batch.rows.append(row)
+                write = self._plan_row(row, batch.letters)
+                if write is not None:
+                    batch.rows.append(write)
         self._embed(batch)
         return batch
 
-    def _reselect(self, states: list[RowState], batch: BatchWrite) -> Reselected:
+    def _reselect(self, states: list[RowState], stats: ApplyStats) -> Reselected:
         if not states or self.reselect is None:
             return Reselected()
         found = self.reselect(states)
-        batch.stats.reselected += found.filled
+        stats.reselected += found.filled
         return found
 
-    def _plan_row(
-        self, state: RowState, held: Held, letters: list[tuple[RowChange, str]]
-    ) -> RowWrite | None:
-        row = RowWrite(state, held)
+    def _plan_row(self, row: _Row, letters: list[tuple[RowChange, str]]) -> RowWrite | None:
+        state = row.state
         if state.deleted:
-            return row
-        missing = state.missing_content
-        if missing and not _needs_reselect(state, held.manifest) and not state.inserted:
-            row.metadata_only = True  # no content column changed: keep chunks and vectors
-            return row
-        if missing:
-            letters.append((_as_change(state), _missing_columns_error(state, missing)))
-            return None
-        row.chunks = self._chunkers[state.table.name].chunk(state.text())
-        row.hashes = [text_hash(chunk) for chunk in row.chunks]
-        row.vectors = [None] * len(row.chunks)
-        if not row.chunks:
+            return _write(row, Version(state.lsn, deleted=True), [], {})
+        metadata = state.metadata_fields()
+        meta = metadata_fingerprint(metadata)
+        base = row.base if row.base is not None and not row.base.deleted else None
+        if state.missing_content:
+            if (
+                base is None
+                or state.inserted
+                or len(state.missing_content) < len(state.table.settings.content)
+            ):
+                letters.append((_as_change(state), _missing_columns_error(state)))
+                return None
+            return self._plan_metadata(row, base, metadata, meta)
+        texts = self._chunkers[state.table.name].chunk(state.text())
+        if not texts:
             log.warning(
                 "row %s of %s has no text to index (content NULL, empty or blank): it is kept "
                 "out of search results",
@@ -132,57 +142,93 @@ class Planner:
                 state.table.name,
                 extra={"table": state.table.name, "lsn": str(state.lsn)},
             )
-        return row
+        # A copy from a snapshot (inserts) writes every chunk again (vectors are reused): it
+        # is how `resync` and `verify --repair` mend chunk hashes damaged behind our back.
+        keep = base if base is not None and base.meta == meta and not state.inserted else None
+        ids = assign_ids([text_hash(t) for t in texts], state.lsn, keep)
+        version = Version(state.lsn, ids, meta=meta)
+        if keep is not None and ids == keep.chunks and not row.replaces and not state.inserted:
+            # Nothing the index holds changed (an update of other columns). A copy from a
+            # snapshot (inserts) always writes its version: its table's floor is raised after.
+            return None
+        kept = set(keep.chunks) if keep else set()
+        new = [NewChunk(c, t, None, n) for n, (c, t) in enumerate(zip(ids, texts, strict=True))]
+        return _write(row, version, [c for c in new if c.id not in kept], metadata)
+
+    def _plan_metadata(
+        self, row: _Row, base: Version, metadata: dict[str, str | float], meta: str
+    ) -> RowWrite | None:
+        """An UPDATE that changed no content column: the base's texts and vectors, with the new
+        metadata in new chunk hashes (nothing when the metadata did not change either)."""
+        if meta == base.meta and not row.replaces:
+            return None
+        table, key = row.state.table.name, row.state.key
+        stored = self.writer.chunk_fields(
+            [(table, key, c) for c in base.chunks], "content", "embedding"
+        )
+        texts = [(content or b"").decode() for content, _vector in stored]
+        ids = assign_ids([id_text_hash(c) for c in base.chunks], row.state.lsn, None)
+        chunks = [
+            NewChunk(c, t, vector, n)
+            for n, (c, t, (_content, vector)) in enumerate(zip(ids, texts, stored, strict=True))
+        ]
+        return _write(row, Version(row.state.lsn, ids, meta=meta), chunks, metadata)
 
     # ----------------------------------------------------------------- vectors
 
     def _embed(self, batch: BatchWrite) -> None:
-        """Fill every chunk's vector: the stored one where the row already had that text, one
-        paid for by an earlier attempt, or the provider's. Rows whose text the provider refused
-        leave the plan as dead letters."""
-        todo: dict[str, list[_Slot]] = {}
+        """Fill every new chunk's vector: a stored one of the same text, one paid for by an
+        earlier attempt, or the provider's. Rows whose text the provider refused leave the
+        batch as dead letters."""
+        todo: dict[str, list[NewChunk]] = {}
         self._reuse_stored(batch.rows, todo)
-        for chunk in [c for c in todo if c in self._vectors]:
-            for slot in todo.pop(chunk):
-                slot.row.vectors[slot.n] = self._vectors[chunk]
+        for text in [t for t in todo if t in self._vectors]:
+            for chunk in todo.pop(text):
+                chunk.vector = self._vectors[text]
         if not todo:
             return
         texts = list(todo)
         vectors, refused = self._embed_texts(texts)
-        for chunk, vector in zip(texts, vectors, strict=True):
+        for text, vector in zip(texts, vectors, strict=True):
             if vector is not None:
-                self._vectors[chunk] = vector
-            for slot in todo[chunk]:
-                slot.row.vectors[slot.n] = vector
+                self._vectors[text] = vector
+            for chunk in todo[text]:
+                chunk.vector = vector
         batch.stats.chunks_embedded += len(texts) - len(refused)
-        failed = {id(slot.row): error for i, error in refused.items() for slot in todo[texts[i]]}
-        if failed:  # the provider refused their text: dead-letter them, write the others
-            batch.letters += [
-                (_as_change(r.state), failed[id(r)]) for r in batch.rows if id(r) in failed
-            ]
-            batch.rows = [row for row in batch.rows if id(row) not in failed]
-
-    def _reuse_stored(self, rows: list[RowWrite], todo: dict[str, list[_Slot]]) -> None:
-        """Take the stored vectors of chunk texts a row already had; the rest join `todo`."""
-        reuse: list[tuple[_Slot, tuple[str, str, int]]] = []
-        for row in rows:
-            old = (
-                {h: n for n, h in enumerate(row.held.manifest.hashes)} if row.held.manifest else {}
-            )
-            table, key = row.state.table.name, row.state.key
-            for n, (chunk, digest) in enumerate(zip(row.chunks, row.hashes, strict=True)):
-                if digest in old:
-                    reuse.append((_Slot(row, n), (table, key, old[digest])))
+        failed_texts = {texts[i]: error for i, error in refused.items()}
+        if failed_texts:  # the provider refused their text: dead-letter them, stage the others
+            kept = []
+            for row in batch.rows:
+                errors = [failed_texts[c.text] for c in row.chunks if c.text in failed_texts]
+                error = errors[0] if errors else None
+                if error is None:
+                    kept.append(row)
                 else:
-                    todo.setdefault(chunk, []).append(_Slot(row, n))
+                    batch.letters.append((_as_change(row.state), error))
+            batch.rows = kept
+
+    def _reuse_stored(self, rows: list[RowWrite], todo: dict[str, list[NewChunk]]) -> None:
+        """Take stored vectors of texts a row's versions already have; the rest join `todo`."""
+        reuse: list[tuple[NewChunk, tuple[str, str, str]]] = []
+        for row in rows:
+            table, key = row.state.table.name, row.state.key
+            stored = {id_text_hash(c): c for v in row.known for c in v.chunks}
+            for chunk in row.chunks:
+                if chunk.vector is not None:
+                    continue
+                old = stored.get(id_text_hash(chunk.id))
+                if old is not None and old != chunk.id:
+                    reuse.append((chunk, (table, key, old)))
+                else:
+                    todo.setdefault(chunk.text, []).append(chunk)
         if not reuse:
             return
-        stored = self.writer.stored_vectors([where for _slot, where in reuse])
-        for (slot, _where), vector in zip(reuse, stored, strict=True):
-            if vector is None:  # the old chunk is gone (removed by hand?): embed again
-                todo.setdefault(slot.row.chunks[slot.n], []).append(slot)
-            else:
-                slot.row.vectors[slot.n] = vector
+        found = self.writer.chunk_fields([where for _chunk, where in reuse], "embedding")
+        for (chunk, _where), (vector,) in zip(reuse, found, strict=True):
+            if vector:
+                chunk.vector = vector
+            else:  # the old chunk is gone (collected, or removed by hand): embed again
+                todo.setdefault(chunk.text, []).append(chunk)
 
     def _embed_texts(self, texts: list[str]) -> tuple[list[bytes | None], dict[int, str]]:
         """The provider's vectors for `texts`, and the errors of the texts it refused."""
@@ -192,27 +238,43 @@ class Planner:
             return exc.vectors, exc.errors
 
 
-def _stale(state: RowState, held: Held, floors: dict[str, Lsn], stats: ApplyStats) -> bool:
-    """True (and counted) when Redis already holds this row at or after the change."""
-    marks = (held.manifest and held.manifest.lsn, held.tomb, floors.get(state.table.name))
-    newest = max((m for m in marks if m), default=None)
-    if newest is not None and newest >= state.lsn:
-        stats.skipped_stale += 1
-        return True
-    return False
+def _follow(state: RowState, manifest: Manifest, visible: Lsn) -> _Row | None:
+    """What the change builds on, or None when a visible version already covers it."""
+    seen = manifest.at(visible)
+    if seen is not None and seen.lsn >= state.lsn:
+        return None
+    replaces = [v for v in manifest.pending(visible) if v.lsn >= state.lsn]
+    base = next((v for v in manifest.versions if v not in replaces), None)
+    return _Row(state, manifest, base, replaces)
 
 
-def _needs_reselect(state: RowState, manifest: Manifest | None) -> bool:
-    """An UPDATE that left out content columns whose text is not known: some of them changed
-    (so the text must be rebuilt), or the index has no chunks of the row to keep."""
-    if state.deleted or state.inserted or not state.missing_content:
+def _write(
+    row: _Row, version: Version, chunks: list[NewChunk], metadata: dict[str, str | float]
+) -> RowWrite:
+    listed = {c for v in row.manifest.versions if v not in row.replaces for c in v.chunks}
+    listed.update(version.chunks)
+    orphans = list(dict.fromkeys(c for v in row.replaces for c in v.chunks if c not in listed))
+    known = list(row.manifest.versions)
+    return RowWrite(row.state, version, chunks, dict(metadata), row.replaces, orphans, known)
+
+
+def _needs_reselect(row: _Row) -> bool:
+    """An UPDATE that left out columns whose value is not known: metadata, or some content
+    columns (the text must be rebuilt), or all of them while the index holds no text to keep."""
+    state = row.state
+    if state.deleted or state.inserted:
         return False
-    every = len(state.missing_content) == len(state.table.settings.content)
-    return not every or manifest is None
+    if state.missing_metadata:
+        return True
+    missing = state.missing_content
+    if not missing:
+        return False
+    has_text = row.base is not None and not row.base.deleted
+    return len(missing) < len(state.table.settings.content) or not has_text
 
 
-def _missing_columns_error(state: RowState, missing: list[str]) -> str:
-    columns = ", ".join(missing)
+def _missing_columns_error(state: RowState) -> str:
+    columns = ", ".join(state.missing_content)
     if state.inserted:
         return (
             f"table {state.table.name}: the INSERT has no column {columns}: was it dropped or "

@@ -1,15 +1,17 @@
 """`connector resync`: rebuild chosen tables from a fresh consistent snapshot.
 
 A temporary wal2json slot exports a snapshot at its consistent point C; the tables are copied as
-of C (flow.copy), each table's floor is raised to C (so the stream's older changes for it are
-skipped: the copy already has them), and rows Redis still holds from before C are removed. Every
-write checks its keys, so this runs safely next to a streaming connector.
+of C (flow.copy) as new row versions, and each table gets a truncate floor at C: once readers
+are at C they see the copy, and rows Redis held from before that the copy did not rewrite are
+hidden (garbage collection removes them); the stream's older changes for them are skipped.
+Versions only ever add, so this runs safely next to a streaming connector.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -20,20 +22,45 @@ from connector.embed.base import Embedder
 from connector.errors import ConfigError
 from connector.flow.applier import Applier
 from connector.flow.copy import copy_tables
+from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import client_for
 from connector.source.catalog import inspect_table
 from connector.source.replication import ReplicationConnection, conninfo
+from connector.source.slots import slot_info
 from connector.source.snapshot import open_snapshot
 
 log = logging.getLogger(__name__)
+
+_WAIT_VISIBLE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class ResyncReport:
     at: Lsn
     rows: int
-    removed: int
     embedded: int
+
+
+def _make_visible(settings: Settings, applier: Applier, at: Lsn, everything: bool) -> None:
+    """The copy is staged at `at`: readers see it once the visible LSN passes `at`. A running
+    connector gets there within moments (wait for it); with none running, a copy of every
+    table is itself consistent at `at`, so the visible LSN moves there now."""
+    slot = settings.postgres.slot
+    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+        info = slot_info(conn, slot)
+    writer = applier.writer
+    if info is not None and info.active:
+        deadline = time.monotonic() + _WAIT_VISIBLE_S
+        while writer.visible() < at and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if writer.visible() < at:
+            log.warning("the connector streaming slot %s has not reached %s yet: the copy "
+                        "becomes visible when it does", slot, at)  # fmt: skip
+    elif everything and read_checkpoint(applier.client, slot) is not None:
+        writer.set_visible(at)
+    else:
+        log.warning("no connector is streaming slot %s: the copy becomes visible when "
+                    "`connector run` streams past %s", slot, at)  # fmt: skip
 
 
 def select_tables(settings: Settings, only: list[str] | None) -> list[str]:
@@ -69,10 +96,10 @@ def resync(settings: Settings, embedder: Embedder, only: list[str] | None = None
             conn.rollback()
         for table in tables:
             applier.raise_floor(table.name, at)
-        removed = applier.sweep(tables, at)
-        log.info("resync done: %d rows copied, %d removed, %d chunks embedded", rows, removed,
+        _make_visible(settings, applier, at, everything=len(chosen) == len(settings.tables))
+        log.info("resync done: %d rows copied, %d chunks embedded", rows,
                  applier.stats.chunks_embedded)  # fmt: skip
-        return ResyncReport(at, rows, removed, applier.stats.chunks_embedded)
+        return ResyncReport(at, rows, applier.stats.chunks_embedded)
     finally:
         repl.close()  # the temporary slot goes with its connection
         client.close()

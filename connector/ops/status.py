@@ -14,8 +14,9 @@ from connector.core.keys import stats_key
 from connector.core.lsn import Lsn
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.memory import eviction_policy, judge_policy, memory_usage
-from connector.sink.redis_client import client_for, command, scan_fields, text
+from connector.sink.redis_client import client_for, command, text
 from connector.sink.schema import IndexSpec, index_specs
+from connector.sink.view import read_view, scan_manifests
 from connector.source.replication import conninfo, describe_dsn
 from connector.source.server import current_wal_lsn
 from connector.source.slots import slot_info
@@ -27,7 +28,9 @@ class IndexStatus:
     rows: int
     chunks: int  # documents in the RediSearch index
     dead_letters: int
-    expected_chunks: int = 0  # chunks the row manifests list
+    expected_chunks: int = 0  # chunk hashes the rows' visible and pending versions list
+    missing_chunks: int = 0  # of those, the ones Redis no longer holds
+    superseded: int = 0  # row versions no reader needs any more: garbage collection's backlog
 
 
 @dataclass
@@ -96,16 +99,17 @@ def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
             commit_time = checkpoint.commit_time or checkpoint.updated_at
             status.lag_seconds = round(time.time() - commit_time, 3) if status.lag_bytes else 0.0
         for spec in index_specs(settings.tables).values():
-            index = _index_status(client, spec)
+            index = _index_status(client, spec, settings.postgres.slot)
             status.indexes.append(index)
-            if index.chunks < index.expected_chunks:
+            if index.missing_chunks:
+                present = index.expected_chunks - index.missing_chunks
                 status.warnings.append(
-                    f"index {index.name} holds {index.chunks} chunks but its row manifests list "
+                    f"index {index.name} holds {present} chunks but its row manifests list "
                     f"{index.expected_chunks}: keys were lost (eviction? see maxmemory-policy). "
                     "Run `connector verify --repair`"
                 )
         if checkpoint is None:
-            built = any(index.rows for index in status.indexes)
+            built = any(index.rows or index.expected_chunks for index in status.indexes)
             status.warnings.append(
                 "Redis holds no checkpoint but the index has rows: Redis lost it (eviction, "
                 "FLUSHALL, restart without persistence); the next `connector run` resynchronises"
@@ -126,18 +130,36 @@ def _fill_memory(status: Status, settings: Settings, client: redis.Redis) -> Non
         status.warnings.append(verdict.message)
 
 
-def _index_status(client: redis.Redis, spec: IndexSpec) -> IndexStatus:
+def _index_status(client: redis.Redis, spec: IndexSpec, slot: str) -> IndexStatus:
     try:
         info = command(client, "FT.INFO", spec.name)
         chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
     except redis.ResponseError:  # no index yet
         chunks = 0
-    rows = expected = 0
-    for _row, (hashes,) in scan_fields(client, spec.keys.row_pattern(), "hashes"):
-        rows += 1
-        expected += len(hashes.split(b",")) if hashes else 0
+    view = read_view(client, slot, spec.keys, spec.tables)
+    rows = superseded = 0
+    listed: list[str] = []
+    for key, manifest in scan_manifests(client, spec.keys):
+        table = spec.keys.table_of_row(key)
+        rows += view.current(table, manifest) is not None
+        at = manifest.at(view.visible)
+        live = [v for v in manifest.versions if at is None or v.lsn >= at.lsn]
+        superseded += len(manifest.versions) - len(live)
+        row = spec.keys.key_from_row(key, table)
+        listed += {spec.keys.chunk(table, row, c) for v in live for c in v.chunks}
+    missing = _count_missing(client, listed)
     dead = int(client.xlen(spec.keys.deadletter))
-    return IndexStatus(spec.name, rows, chunks, dead, expected)
+    return IndexStatus(spec.name, rows, chunks, dead, len(listed), missing, superseded)
+
+
+def _count_missing(client: redis.Redis, keys: list[str], batch: int = 1000) -> int:
+    missing = 0
+    for start in range(0, len(keys), batch):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + batch]:
+            pipe.exists(key)
+        missing += sum(1 for found in pipe.execute() if not found)
+    return missing
 
 
 def collect_status(settings: Settings) -> Status:

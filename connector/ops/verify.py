@@ -20,12 +20,14 @@ from connector.core.lsn import ZERO
 from connector.core.pgtypes import metadata_field
 from connector.core.rows import RowState, row_key
 from connector.core.tables import TableInfo
+from connector.core.versions import Manifest, id_text_hash
 from connector.embed.base import Embedder
 from connector.embed.tokenizer import get_encoding
 from connector.ops.resync import resync, select_tables
 from connector.sink.checkpoint import read_checkpoint
-from connector.sink.redis_client import client_for, read_fields, scan_fields, text
+from connector.sink.redis_client import client_for, read_fields, text
 from connector.sink.schema import index_specs
+from connector.sink.view import read_manifests, read_view
 from connector.source.catalog import inspect_table
 from connector.source.replication import conninfo
 from connector.source.snapshot import copy_table, open_snapshot
@@ -43,6 +45,7 @@ class Drift:
     missing: list[str] = field(default_factory=list)  # rows the index lacks
     stale: list[str] = field(default_factory=list)  # rows whose chunks/metadata differ
     orphaned: list[str] = field(default_factory=list)  # index entries with no row
+    garbage: int = 0  # chunk hashes no version lists (invisible; garbage collection removes them)
 
     @property
     def clean(self) -> bool:
@@ -101,43 +104,54 @@ def compare_table(
     client: redis.Redis,
     table: TableInfo,
     chunker: Chunker,
+    slot: str,
 ) -> Drift:
-    """Read the whole table (in the connection's current snapshot) and its index entries."""
+    """Read the whole table (in the connection's current snapshot) and the index as a reader
+    sees it now (the row versions current at the visible LSN)."""
     keys = Keyspace(table.settings.index_name)
+    view = read_view(client, slot, keys, [table.name])
     drift = Drift(table.name)
     expected = dict(_expected_rows(conn, table, chunker))
     drift.rows = len(expected)
-    indexed = _indexed_rows(client, keys, table.name)
-    chunk_keys = {
-        k.decode() for k in client.scan_iter(match=keys.chunk_pattern(table.name), count=1000)
-    }
+    manifests = _manifests(client, keys, table.name)
+    current = {key: view.current(table.name, m) for key, m in manifests.items()}
+    indexed = {key: v for key, v in current.items() if v is not None}
     for key, want in expected.items():
         have = indexed.get(key)
         if have is None:
             drift.missing.append(key)
-        elif have != want.hashes:
+        elif [id_text_hash(c) for c in have.chunks] != want.hashes:
             drift.stale.append(key)
     for key in indexed.keys() - expected.keys():
         drift.orphaned.append(key)
     wanted_chunks = {
-        keys.chunk(table.name, key, n): (want.hashes[n], want.metadata)
-        for key, want in expected.items()
-        for n in range(len(want.hashes))
+        keys.chunk(table.name, key, chunk): (id_text_hash(chunk), expected[key].metadata)
+        for key, version in indexed.items()
+        if key in expected and key not in drift.stale
+        for chunk in version.chunks
     }
     drift.chunks = len(wanted_chunks)
-    stale = {*drift.stale, *drift.missing}
-    for chunk_key in chunk_keys - wanted_chunks.keys():
-        drift.orphaned.append(chunk_key)
-    _check_chunks(client, keys, table, wanted_chunks, chunk_keys, drift, stale)
+    listed = {
+        keys.chunk(table.name, key, chunk)
+        for key, manifest in manifests.items()
+        for version in manifest.versions
+        for chunk in version.chunks
+    }
+    present = {
+        k.decode() for k in client.scan_iter(match=keys.chunk_pattern(table.name), count=1000)
+    }
+    drift.garbage = len(present - listed)
+    _check_chunks(client, keys, table, wanted_chunks, present, drift, set(drift.stale))
     return drift
 
 
-def _indexed_rows(client: redis.Redis, keys: Keyspace, table: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for row, (hashes,) in scan_fields(client, keys.row_pattern(table), "hashes"):
-        joined = text(hashes)
-        found[keys.key_from_row(text(row), table)] = joined.split(",") if joined else []
-    return found
+def _manifests(client: redis.Redis, keys: Keyspace, table: str) -> dict[str, Manifest]:
+    rows = [
+        keys.key_from_row(k.decode(), table)
+        for k in client.scan_iter(match=keys.row_pattern(table), count=1000)
+    ]
+    found = read_manifests(client, {table: keys}, [(table, row) for row in rows])
+    return dict(zip(rows, found, strict=True))
 
 
 def _check_chunks(
@@ -182,7 +196,7 @@ def verify(settings: Settings, only: list[str] | None = None) -> list[Drift]:
                 continue
             info = inspect_table(conn, table)
             chunker = Chunker(encoding, table.chunk_tokens, table.chunk_overlap)
-            drifts.append(compare_table(conn, client, info, chunker))
+            drifts.append(compare_table(conn, client, info, chunker, settings.postgres.slot))
         conn.rollback()
     return drifts
 
@@ -209,18 +223,8 @@ def checkpoint_problem(settings: Settings) -> str | None:
 
 
 def repair(settings: Settings, embedder: Embedder, drifts: list[Drift]) -> None:
-    """Fix drift: delete stray chunk keys, then rebuild the drifted tables from a snapshot (rows
-    whose text is unchanged keep their vectors; rows the table no longer has are swept)."""
-    client = client_for(settings.redis)
-    try:
-        specs = index_specs(settings.tables)
-        for drift in drifts:
-            prefix = specs[settings.table(drift.table).index_name].keys.chunk_prefix
-            strays = [key for key in drift.orphaned if key.startswith(prefix)]
-            if strays:
-                client.delete(*strays)
-    finally:
-        client.close()
+    """Fix drift: rebuild the drifted tables from a snapshot (rows whose text is unchanged keep
+    their vectors; rows the table no longer has fall below the table's new floor)."""
     tables = [d.table for d in drifts if not d.clean]
     if tables:
         resync(settings, embedder, tables)

@@ -13,6 +13,8 @@ from connector.query.searcher import (
     close_searchers,
     search,
     searcher,
+    visibility_clause,
+    visibility_filter,
 )
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "close_searchers",
     "search",
     "searcher",
+    "visibility_clause",
+    "visibility_filter",
 ]

@@ -15,9 +15,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -25,11 +24,13 @@ from connector.config import Settings, load_settings
 from connector.core.keys import checkpoint_key, decode_key
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import TAG_SEPARATOR, tag_text
+from connector.core.versions import id_lsn
 from connector.embed import make_embedder
 from connector.embed.base import Embedder
 from connector.errors import ConnectorError, QueryError, RedisIndexError
 from connector.sink.redis_client import client_for, command, search_docs, text
 from connector.sink.schema import IndexSpec, check_meta, embedding_meta, index_specs, read_meta
+from connector.sink.view import View, read_manifests, read_view
 
 FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -41,6 +42,11 @@ _MAX_WAIT_PAUSE_S = 0.001
 # A filter matching at most this many chunks is searched by brute force (exact, and about as fast
 # as HNSW at that size); more are searched in HNSW with the filter applied in batches.
 _BRUTE_FORCE_MAX = 2_000
+# Extra candidates fetched so that hits on superseded versions (dropped by the manifest check)
+# rarely leave fewer than k; when they do, the search asks again for 4x as many, up to a cap.
+_OVERFETCH = 10
+_MAX_FETCH = 1_000
+_VIEW_ATTEMPTS = 5
 
 
 class NotCaughtUpError(ConnectorError):
@@ -183,12 +189,13 @@ class Searcher:
         self._checked = True
 
     def wait_for(self, min_lsn: Lsn | str, timeout_s: float = 5.0) -> Lsn:
-        """Block until the index has applied `min_lsn`; returns the checkpoint reached."""
+        """Block until the index shows `min_lsn` (its visible LSN passed it); returns the
+        visible LSN reached."""
         target = _parse_lsn(min_lsn) if isinstance(min_lsn, str) else min_lsn
         deadline = time.monotonic() + timeout_s
         pause = 0.0002
         while True:
-            raw = self.client.hget(checkpoint_key(self.slot), "lsn")
+            raw = self.client.hget(checkpoint_key(self.slot), "visible")
             current = Lsn.parse(text(raw)) if raw else Lsn(0)
             if current >= target:
                 return current
@@ -218,26 +225,41 @@ class Searcher:
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
         vector = self.embed_query(text)
-        hits = self._knn(vector, query, k if not hybrid else 2 * k)
-        if hybrid:
-            hits = fuse_rankings(
-                hits, self._bm25(text, build_query(self.spec.fields, filters), 2 * k)
-            )
-        return hits[:k]
+        for _attempt in range(_VIEW_ATTEMPTS):
+            view = read_view(self.client, self.slot, self.spec.keys, self.spec.tables)
+            try:
+                hits = self._knn(vector, query, k if not hybrid else 2 * k, view)
+                if hybrid:
+                    text_query = build_query(self.spec.fields, filters)
+                    hits = fuse_rankings(hits, self._bm25(text, text_query, 2 * k, view))
+            except _ViewTooOld:
+                continue  # the versions it needed were collected: read the visible LSN again
+            return hits[:k]
+        raise RedisIndexError(
+            f"index {self.spec.name}: the rows kept changing faster than a search could read "
+            "them; retry"
+        )
 
     def _returned(self) -> list[str]:
         return ["content", "table", "pk", "chunk", *self.spec.fields]
 
-    def _knn(self, vector: bytes, query: Query, k: int) -> list[Hit]:
-        where = query.where
+    def _knn(self, vector: bytes, query: Query, k: int, view: View) -> list[Hit]:
         policy = self._hybrid_policy(query) if query.clauses else ""
-        if policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
-            options = "HYBRID_POLICY ADHOC_BF"
-        else:
-            options = f"EF_RUNTIME {max(_MIN_EF, 4 * k)} {policy}".strip()
-        knn = f"[KNN {k} @embedding {query.param(vector)} {options} AS __score]"
-        found = self._run(f"({where})=>{knn}", query, k, ["SORTBY", "__score", "ASC"])
-        return [self._hit(values, 1.0 - float(values.get("__score", "1"))) for values in found]
+        visible = Query([*query.clauses, visibility_clause(view.visible)], dict(query.params))
+        where = visible.where
+        param = visible.param(vector)
+        wanted = k + _OVERFETCH
+        while True:
+            if policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
+                options = "HYBRID_POLICY ADHOC_BF"
+            else:
+                options = f"EF_RUNTIME {max(_MIN_EF, 4 * wanted)} {policy}".strip()
+            knn = f"[KNN {wanted} @embedding {param} {options} AS __score]"
+            found = self._run(f"({where})=>{knn}", visible, wanted, ["SORTBY", "__score", "ASC"])
+            hits = self._current(found, view, lambda v: 1.0 - float(v.get("__score", "1")))
+            if len(hits) >= k or len(found) < wanted or wanted >= _MAX_FETCH:
+                return hits
+            wanted = min(wanted * 4, _MAX_FETCH)  # superseded versions crowded the top: more
 
     def _hybrid_policy(self, query: Query) -> str:
         """How a filtered KNN runs. RediSearch's own choice brute-forces filters that match
@@ -251,21 +273,50 @@ class Searcher:
         matching = int(reply.get(b"total_results", 0)) if isinstance(reply, dict) else 0
         return "ADHOC_BF" if matching <= _BRUTE_FORCE_MAX else "HYBRID_POLICY BATCHES"
 
-    def _bm25(self, text: str, query: Query, k: int) -> list[Hit]:
+    def _bm25(self, text: str, query: Query, k: int, view: View) -> list[Hit]:
         words = _WORD.findall(text)
         if not words:
             return []
         query.clauses.insert(0, "@content:(" + " | ".join(query.param(w) for w in words) + ")")
-        return [self._hit(values, 0.0) for values in self._run(query.where, query, k, [])]
+        query.clauses.append(visibility_clause(view.visible))
+        found = self._run(query.where, query, k + _OVERFETCH, [])
+        return self._current(found, view, lambda _values: 0.0)
 
-    def _run(self, text: str, query: Query, k: int, sort: list[str]) -> list[dict[str, str]]:
-        """FT.SEARCH with the query's parameters, returning the hits' fields."""
+    def _current(
+        self,
+        found: list[tuple[str, dict[str, str]]],
+        view: View,
+        score: Callable[[dict[str, str]], float],
+    ) -> list[Hit]:
+        """The hits whose chunk belongs to its row's version current at the view, in order,
+        each with its position in that version. Raises _ViewTooOld when a row no longer holds
+        the version the view needs (collected since the visible LSN was read)."""
+        rows = list(dict.fromkeys((v.get("table", ""), v.get("pk", "")) for _k, v in found))
+        keys = dict.fromkeys(self.spec.tables, self.spec.keys)
+        manifests = dict(zip(rows, read_manifests(self.client, keys, rows), strict=True))
+        hits = []
+        for key, values in found:
+            row = (values.get("table", ""), values.get("pk", ""))
+            chunk = key.rpartition(":")[2]
+            manifest = manifests[row]
+            version = view.current(row[0], manifest)
+            if version is not None and chunk in version.chunks:
+                values["chunk"] = str(version.chunks.index(chunk))
+                hits.append(self._hit(values, score(values)))
+            elif manifest.at(view.visible) is None and id_lsn(chunk) <= view.visible:
+                raise _ViewTooOld
+        return hits
+
+    def _run(
+        self, text: str, query: Query, k: int, sort: list[str]
+    ) -> list[tuple[str, dict[str, str]]]:
+        """FT.SEARCH with the query's parameters, returning the hits' keys and fields."""
         fields = [*self._returned(), *(["__score"] if sort else [])]
         raw = command(
             self.client, "FT.SEARCH", self.spec.name, text, *query.args(), *sort,
             "RETURN", str(len(fields)), *fields, "LIMIT", "0", str(k), "DIALECT", "2",
         )  # fmt: skip
-        return _docs(raw)
+        return search_docs(raw)
 
     def _hit(self, values: dict[str, str], score: float) -> Hit:
         return Hit(
@@ -287,8 +338,24 @@ def _parse_lsn(value: str) -> Lsn:
         raise QueryError(f"min_lsn: {exc}") from None
 
 
-def _docs(raw: Any) -> list[dict[str, str]]:
-    return [fields for _key, fields in search_docs(raw)]
+def visibility_clause(visible: Lsn) -> str:
+    """The filter a reader adds to see only chunk versions written at or before `visible`
+    (the checkpoint's `visible` field): what an external client (redisvl, raw FT.SEARCH) adds
+    to read a consistent prefix. Without the manifest check `search()` also makes, such a
+    client may still see a superseded or deleted row's chunk, for up to the garbage
+    collection grace period."""
+    return f"@lsn:[-inf {visible.value}]"
+
+
+def visibility_filter(client: redis.Redis, slot: str) -> str:
+    """`visibility_clause` at the visible LSN Redis holds now for `slot`: prepend it to the
+    query of an external client, e.g. `f"{visibility_filter(r, 'connector')} @source:{{faq}}"`."""
+    raw = client.hget(checkpoint_key(slot), "visible")
+    return visibility_clause(Lsn.parse(text(raw)) if raw else Lsn(0))
+
+
+class _ViewTooOld(Exception):
+    """The versions a search needed were collected after it read the visible LSN."""
 
 
 def fuse_rankings(vector_hits: list[Hit], text_hits: list[Hit]) -> list[Hit]:

@@ -1,7 +1,10 @@
-"""The checkpoint: the LSN through which Redis holds every change of the slot's tables.
+"""The checkpoint: where the stream resumes, and what readers see.
 
-It lives in one hash per slot (`connector:<slot>:checkpoint`) with the source cluster's system
-id (a checkpoint of another cluster is never resumed) and the newest commit time it covers.
+One hash per slot (`connector:<slot>:checkpoint`): `lsn`, the position through which Redis
+holds every change of the slot's tables (the stream resumes after it); `visible`, the visible
+LSN (readers see row versions up to it; it never moves back, so a replay that moves `lsn` back
+does not take the index back in time); the source cluster's system id (a checkpoint of another
+cluster is never resumed) and the newest commit time it covers.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Checkpoint:
     system_id: str
     updated_at: float
     commit_time: float | None = None
+    visible: Lsn | None = None
 
 
 def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
@@ -30,11 +34,15 @@ def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
         return None
     data = {text(k): text(v) for k, v in raw.items()}
     commit_time = float(data["commit_time"]) if data.get("commit_time") else None
+    if "lsn" not in data:
+        return None  # only a visible LSN (set by a resync before any start): nothing to resume
+    visible = Lsn.parse(data["visible"]) if data.get("visible") else None
     return Checkpoint(
         Lsn.parse(data["lsn"]),
         data.get("system_id", ""),
         float(data.get("updated_at", 0)),
         commit_time,
+        visible,
     )
 
 

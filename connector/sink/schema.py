@@ -6,6 +6,7 @@ two of them, or a metadata column named like a field the connector writes, is re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,12 +17,14 @@ import redis
 from connector.config import TableSettings
 from connector.core.keys import Keyspace
 from connector.core.pgtypes import TAG_SEPARATOR
-from connector.errors import ConfigError, ModelMismatchError
+from connector.errors import ConfigError, ModelMismatchError, RedisIndexError
 from connector.sink.redis_client import Fields, command, text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+# 3: row versions (chunk ids `<text hash>@<lsn>`, manifests of versions, a visible LSN, floors
+# as hashes). An index of an older schema is rebuilt by a resync, never read.
+SCHEMA_VERSION = "3"
 RESERVED_FIELDS = frozenset({"content", "embedding", "table", "pk", "chunk", "lsn"})
 _FIELD_ARGS = {
     "tag": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
@@ -86,6 +89,7 @@ def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
         "table", "TAG",
         "pk", "TAG", "SEPARATOR", "\x1f",
         "chunk", "NUMERIC",
+        "lsn", "NUMERIC",
     ]  # fmt: skip
     for column, kind in spec.fields.items():
         args += [column, *_FIELD_ARGS[kind]]
@@ -96,12 +100,17 @@ def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
     return args
 
 
-def ensure_index(client: redis.Redis, spec: IndexSpec, model: Model) -> None:
-    """Create the index if it does not exist, and make sure it was built with this model."""
+def ensure_index(client: redis.Redis, spec: IndexSpec, model: Model) -> bool:
+    """Create the index if it does not exist, and make sure it was built with this model.
+    True when an index of an older schema was dropped (its tables must be copied again)."""
     expected = embedding_meta(model)
     meta = read_meta(client, spec)
+    dropped = False
     if meta:
-        check_meta(spec.name, meta, expected)
+        check_model(spec.name, meta, expected)
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            _drop_old_schema(client, spec, meta.get("schema_version", "1"))
+            dropped = True
     try:
         command(client, "FT.INFO", spec.name)
     except redis.ResponseError:
@@ -110,6 +119,23 @@ def ensure_index(client: redis.Redis, spec: IndexSpec, model: Model) -> None:
     fields: Fields = {}
     fields.update(expected)
     client.hset(spec.keys.meta, mapping=fields)
+    return dropped
+
+
+def _drop_old_schema(client: redis.Redis, spec: IndexSpec, version: str) -> None:
+    """Remove an index built by an older connector, with every key under its prefix."""
+    log.warning(
+        "index %s was built by an older connector (schema version %s, this one writes %s): "
+        "dropping it and copying its tables again (searches fail until the copy is in)",
+        spec.name,
+        version,
+        SCHEMA_VERSION,
+    )
+    with contextlib.suppress(redis.ResponseError):
+        command(client, "FT.DROPINDEX", spec.name)
+    for key in client.scan_iter(match=f"{spec.name}:*", count=1000):
+        if key != spec.keys.meta.encode():
+            client.unlink(key)
 
 
 def read_meta(client: redis.Redis, spec: IndexSpec) -> dict[str, str]:
@@ -127,6 +153,17 @@ def embedding_meta(model: Model) -> dict[str, str]:
 
 
 def check_meta(index: str, meta: Mapping[str, str], expected: Mapping[str, str]) -> None:
+    """Refuse to read an index built with another model, or by another schema version."""
+    check_model(index, meta, expected)
+    if meta.get("schema_version") != expected["schema_version"]:
+        raise RedisIndexError(
+            f"index {index} was built by another connector version (schema "
+            f"{meta.get('schema_version')}, this one reads {expected['schema_version']}): "
+            "`connector run` rebuilds it"
+        )
+
+
+def check_model(index: str, meta: Mapping[str, str], expected: Mapping[str, str]) -> None:
     for name in ("provider", "model", "dimensions"):
         if meta.get(name) != expected[name]:
             raise ModelMismatchError(

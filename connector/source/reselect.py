@@ -1,5 +1,5 @@
-"""Read back, by key, the content columns an UPDATE left out (what Debezium's "reselect columns"
-post-processor does).
+"""Read back, by key, the content (and metadata) columns an UPDATE left out (what Debezium's
+"reselect columns" post-processor does).
 
 wal2json leaves unchanged TOASTed values out of an UPDATE with no placeholder. Under REPLICA
 IDENTITY FULL the old row carries them; under the default identity it does not, so when only
@@ -67,7 +67,7 @@ class Reselector:
 
     def _fill_table(self, group: list[RowState], result: Reselected) -> None:
         table = group[0].table
-        columns = list(dict.fromkeys(c for state in group for c in state.missing_content))
+        columns = list(dict.fromkeys(c for state in group for c in _missing(state)))
         try:
             found = self._select(table, columns, group)
         except (
@@ -83,7 +83,7 @@ class Reselector:
             if row is None:
                 result.gone.add((table.name, state.key))
                 continue
-            for column in state.missing_content:
+            for column in _missing(state):
                 state.values[column] = PgValue(row[column], table.column_types[column])
             result.filled += 1
 
@@ -117,6 +117,10 @@ class Reselector:
             }
             for row in rows
         }
+
+
+def _missing(state: RowState) -> list[str]:
+    return [*state.missing_content, *state.missing_metadata]
 
 
 def _key_texts(table: TableInfo, state: RowState) -> tuple[str | None, ...]:

@@ -1,0 +1,224 @@
+"""Garbage collection: removing row versions and chunk hashes no reader can need any more.
+
+A version is superseded once a newer one is visible; a reader that read the previous visible LSN
+may still be looking for it, so it is removed only once the visible LSN of `grace_s` ago (the
+*settled* LSN) has passed its successor. Each step does a bounded amount of work, between the
+applier's batches. Rows the applier superseded are collected from a queue; a background sweep
+over every manifest and chunk hash of each index finds the rest: leftovers after a crash (chunk
+hashes staged for a version that was never written), rows below a truncate or resync floor, and
+rows the queue dropped when it was full.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+
+from connector.config import Settings
+from connector.core.keys import Keyspace
+from connector.core.lsn import Lsn
+from connector.core.versions import Manifest, floor_at, id_lsn, parse_floors
+from connector.sink.schema import index_specs
+
+log = logging.getLogger(__name__)
+
+_QUEUE_MAX = 100_000  # superseded rows remembered; beyond this the sweep finds them
+_SWEEP_COUNT = 200  # keys the sweep reads per step
+
+
+@dataclass(slots=True)
+class GcStats:
+    rows_collected: int = 0
+    versions_removed: int = 0
+    chunks_removed: int = 0
+    sweeps: int = 0  # full passes of the sweep over every index
+
+
+class Collector:
+    """Collects in bounded steps; `flipped` tells it what each flip superseded."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, visible: Lsn) -> None:
+        self.client = client
+        self.grace_s = settings.pipeline.gc_grace_s
+        self.tombstone_ttl_s = settings.pipeline.tombstone_ttl_s
+        self.spaces = {t.qualified_name: Keyspace(t.index_name) for t in settings.tables}
+        self._indexes = [spec.keys for spec in index_specs(settings.tables).values()]
+        self._history: deque[tuple[float, Lsn]] = deque([(time.monotonic(), visible)])
+        self._queue: deque[tuple[float, str, str]] = deque()
+        self._sweep = _Sweep(self._indexes)
+        self.stats = GcStats()
+
+    @property
+    def backlog(self) -> int:
+        """Superseded rows waiting for their grace period (or for the sweep)."""
+        return len(self._queue)
+
+    def flipped(self, visible: Lsn, superseded: Iterable[tuple[str, str]]) -> None:
+        """The visible LSN moved to `visible`; `superseded` rows (table, key) got a new version."""
+        now = time.monotonic()
+        self._history.append((now, visible))
+        for table, key in superseded:
+            if len(self._queue) < _QUEUE_MAX:
+                self._queue.append((now, table, key))
+
+    def settled(self) -> Lsn:
+        """The visible LSN of `grace_s` ago: every reader has moved past it."""
+        horizon = time.monotonic() - self.grace_s
+        while len(self._history) > 1 and self._history[1][0] <= horizon:
+            self._history.popleft()
+        at, lsn = self._history[0]
+        return lsn if at <= horizon else Lsn(0)
+
+    def step(self, budget_s: float = 0.005) -> int:
+        """Collect for about `budget_s` of wall time; returns the rows and chunks it looked at."""
+        settled = self.settled()
+        if not settled:
+            return 0
+        deadline = time.monotonic() + budget_s
+        horizon = time.monotonic() - self.grace_s
+        done = 0
+        while self._queue and self._queue[0][0] <= horizon and time.monotonic() < deadline:
+            batch: list[tuple[str, str]] = []
+            while self._queue and self._queue[0][0] <= horizon and len(batch) < 100:
+                _at, table, key = self._queue.popleft()
+                batch.append((table, key))
+            done += self._collect_rows(batch, settled)
+        if time.monotonic() < deadline:
+            done += self._sweep_step(settled)
+        return done
+
+    # ----------------------------------------------------------------- rows
+
+    def _collect_rows(
+        self, rows: list[tuple[str, str]], settled: Lsn, keys: Keyspace | None = None
+    ) -> int:
+        """Collect `rows` (table, key); `keys` for tables no longer configured (the sweep)."""
+        spaces: dict[str, Keyspace] = {}
+        for table, _key in rows:
+            space = self.spaces.get(table, keys)
+            if space is not None:
+                spaces[table] = space
+        rows = [r for r in dict.fromkeys(rows) if r[0] in spaces]
+        tables = sorted(spaces)
+        read = self.client.pipeline(transaction=False)
+        for table, key in rows:
+            read.hgetall(spaces[table].row(table, key))
+        for table in tables:
+            read.hgetall(spaces[table].floor(table))
+        replies = read.execute()
+        floors = {
+            t: floor_at(parse_floors(raw), settled)
+            for t, raw in zip(tables, replies[len(rows) :], strict=True)
+        }
+        write = self.client.pipeline(transaction=False)
+        for (table, key), raw in zip(rows, replies[: len(rows)], strict=True):
+            manifest = Manifest.parse(raw)
+            self._collect_row(write, spaces[table], table, key, manifest, settled, floors[table])
+        write.execute()
+        return len(rows)
+
+    def _collect_row(
+        self,
+        pipe: redis.client.Pipeline,
+        keys: Keyspace,
+        table: str,
+        key: str,
+        manifest: Manifest,
+        settled: Lsn,
+        floor: Lsn | None,
+    ) -> None:
+        garbage = manifest.collect(settled, floor)
+        if not garbage:
+            return
+        for chunk in garbage.chunks:
+            pipe.unlink(keys.chunk(table, key, chunk))
+        row = keys.row(table, key)
+        if garbage.row_gone:
+            pipe.unlink(row)
+        elif garbage.versions:
+            pipe.hdel(row, *(str(v.lsn.value) for v in garbage.versions))
+        if garbage.tomb:
+            pipe.expire(row, self.tombstone_ttl_s)
+        self.stats.rows_collected += 1
+        self.stats.versions_removed += len(garbage.versions)
+        self.stats.chunks_removed += len(garbage.chunks)
+
+    # ----------------------------------------------------------------- the sweep
+
+    def _sweep_step(self, settled: Lsn) -> int:
+        """One bounded step of the sweep: the next manifests, or the next chunk hashes."""
+        keys, kind, names = self._sweep.next(self.client)
+        if self._sweep.finished_pass():
+            self.stats.sweeps += 1
+        if kind == "row" and names:
+            self._collect_rows([_row_of(keys, name) for name in names], settled, keys)
+        elif names:
+            self._collect_orphans(keys, names, settled)
+        return len(names)
+
+    def _collect_orphans(self, keys: Keyspace, names: list[str], settled: Lsn) -> None:
+        """Delete chunk hashes no version of their row lists, written before `settled`
+        (staged for a version a crash kept from being written, or whose row is gone)."""
+        chunks = [(name, *_chunk_of(keys, name)) for name in names]
+        rows = list(dict.fromkeys((table, key) for _n, table, key, _c in chunks))
+        read = self.client.pipeline(transaction=False)
+        for table, key in rows:
+            read.hgetall(keys.row(table, key))
+        listed = {
+            row: {c for v in Manifest.parse(raw).versions for c in v.chunks}
+            for row, raw in zip(rows, read.execute(), strict=True)
+        }
+        doomed = [
+            name
+            for name, table, key, chunk in chunks
+            if chunk not in listed[(table, key)] and id_lsn(chunk) <= settled
+        ]
+        if doomed:
+            write = self.client.pipeline(transaction=False)
+            for name in doomed:
+                write.unlink(name)
+            write.execute()
+            self.stats.chunks_removed += len(doomed)
+
+
+class _Sweep:
+    """Where the sweep is: which index, manifests or chunk hashes, and the SCAN cursor."""
+
+    def __init__(self, indexes: list[Keyspace]) -> None:
+        self._indexes = indexes
+        self._position = 0  # index * 2 + (0: manifests, 1: chunk hashes)
+        self._cursor = 0
+        self._wrapped = False
+
+    def next(self, client: redis.Redis) -> tuple[Keyspace, str, list[str]]:
+        keys = self._indexes[self._position // 2]
+        kind = "row" if self._position % 2 == 0 else "chunk"
+        pattern = keys.row_pattern() if kind == "row" else f"{keys.chunk_prefix}*"
+        cursor, found = client.scan(self._cursor, match=pattern, count=_SWEEP_COUNT)
+        self._cursor = int(cursor)
+        if self._cursor == 0:
+            self._position = (self._position + 1) % (2 * len(self._indexes))
+            self._wrapped = self._position == 0
+        return keys, kind, [k.decode() if isinstance(k, bytes) else k for k in found]
+
+    def finished_pass(self) -> bool:
+        wrapped, self._wrapped = self._wrapped, False
+        return wrapped
+
+
+def _row_of(keys: Keyspace, name: str) -> tuple[str, str]:
+    table = keys.table_of_row(name)
+    return table, keys.key_from_row(name, table)
+
+
+def _chunk_of(keys: Keyspace, name: str) -> tuple[str, str, str]:
+    """(table, row key, chunk id) of a chunk hash name."""
+    rest = name.removeprefix(keys.chunk_prefix)
+    table, _, rest = rest.partition(":")
+    key, _, chunk = rest.rpartition(":")
+    return table, key, chunk

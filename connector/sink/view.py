@@ -1,0 +1,72 @@
+"""What a reader sees: the index as of one visible LSN.
+
+A reader reads the checkpoint's visible LSN V and the truncate floors of the tables it reads,
+then counts a chunk only if it belongs to its row's version that is current at V (see
+core.versions). Used by search (query.searcher), `verify`, and `status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from connector.core.keys import Keyspace, checkpoint_key
+from connector.core.lsn import Lsn
+from connector.core.versions import Manifest, Version, floor_at, parse_floors
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    visible: Lsn
+    floors: dict[str, Lsn]  # table -> the truncate floor honoured at `visible` (if any)
+
+    def current(self, table: str, manifest: Manifest) -> Version | None:
+        return manifest.current(self.visible, self.floors.get(table))
+
+
+def read_view(client: redis.Redis, slot: str, keys: Keyspace, tables: Iterable[str]) -> View:
+    """The visible LSN and the floors of `tables`, in one round trip."""
+    names = list(tables)
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(checkpoint_key(slot), "visible")
+    for table in names:
+        pipe.hgetall(keys.floor(table))
+    raw, *floors = pipe.execute()
+    visible = Lsn.parse(raw.decode()) if raw else Lsn(0)
+    honoured = {}
+    for table, fields in zip(names, floors, strict=True):
+        floor = floor_at(parse_floors(fields), visible)
+        if floor is not None:
+            honoured[table] = floor
+    return View(visible, honoured)
+
+
+def scan_manifests(client: redis.Redis, keys: Keyspace) -> Iterator[tuple[str, Manifest]]:
+    """Every row manifest under the index prefix: (manifest key, manifest), in batches."""
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=keys.row_pattern(), count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            yield from _manifests_of(client, batch)
+            batch = []
+    yield from _manifests_of(client, batch)
+
+
+def _manifests_of(client: redis.Redis, names: list[bytes]) -> Iterator[tuple[str, Manifest]]:
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    for name, raw in zip(names, pipe.execute() if names else [], strict=True):
+        yield name.decode(), Manifest.parse(raw)
+
+
+def read_manifests(
+    client: redis.Redis, keys: Mapping[str, Keyspace], rows: Sequence[tuple[str, str]]
+) -> list[Manifest]:
+    """The manifests of rows (table, encoded key; `keys` by table), in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for table, key in rows:
+        pipe.hgetall(keys[table].row(table, key))
+    return [Manifest.parse(raw) for raw in pipe.execute()]
