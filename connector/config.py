@@ -189,6 +189,9 @@ class PipelineSettings(_Section):
     # How long a superseded row version stays after its successor became visible, so that a
     # search that read the previous visible LSN still finds what it needs.
     gc_grace_s: float = Field(default=60.0, ge=0)
+    # A transaction larger than this is staged in pieces of this many changes as it streams
+    # (invisible until its commit), so no transaction has to fit in memory.
+    transaction_piece_rows: int = Field(default=2_000, gt=0)
     deadletter_max: int = Field(default=10_000, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)
     # Keep the slot's confirmed position this far behind the checkpoint, so a Redis restored

@@ -57,6 +57,10 @@ class Begin:
     xid: int | None
     lsn: Lsn | None = None
     timestamp: datetime | None = None
+    # wal2json's "nextlsn" on BEGIN: the end of the commit record, the LSN the transaction is
+    # checkpointed at. Known before any change arrives, so a large transaction can be staged
+    # in pieces as it streams.
+    commit_lsn: Lsn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +82,6 @@ class Transaction:
     commit_time: datetime | None
     changes: list[RowChange]
     messages: list[Message] = field(default_factory=list)
+    # A piece of a large transaction whose rest is still on the way: staged, never flipped
+    # alone (the piece that carries its commit is the one that makes it visible).
+    partial: bool = False

@@ -132,7 +132,12 @@ def _row_change(record: dict[str, Any], op: Op, wal_lsn: Lsn | None) -> RowChang
 
 
 def _begin(record: dict[str, Any], wal_lsn: Lsn | None) -> Begin:
-    return Begin(xid=_xid(record), lsn=_lsn(record) or wal_lsn, timestamp=_timestamp(record))
+    return Begin(
+        xid=_xid(record),
+        lsn=_lsn(record) or wal_lsn,
+        timestamp=_timestamp(record),
+        commit_lsn=_lsn(record, "nextlsn"),
+    )
 
 
 def _commit(
@@ -159,15 +164,16 @@ def _message(record: dict[str, Any], wal_lsn: Lsn | None) -> Message:
 class TransactionAssembler:
     """Collects decoded records into whole committed transactions.
 
-    The pipeline applies a source transaction to Redis all at once, so changes are held until
-    their Commit. A non-transactional message outside a transaction (a heartbeat) is returned
-    at once as an empty transaction at the message's LSN, so the position can advance on an
-    idle database.
+    Changes are held until their Commit; with `piece_rows`, a transaction that grows past it
+    is handed over in pieces of that many changes (`partial`), the last one with the Commit.
+    A non-transactional message outside a transaction (a heartbeat) is returned at once as an
+    empty transaction at the message's LSN, so the position can advance on an idle database.
     """
 
-    __slots__ = ("_begin", "_changes", "_messages")
+    __slots__ = ("_begin", "_changes", "_messages", "_piece_rows")
 
-    def __init__(self) -> None:
+    def __init__(self, piece_rows: int | None = None) -> None:
+        self._piece_rows = piece_rows
         self._begin: Begin | None = None
         self._changes: list[RowChange] = []
         self._messages: list[Message] = []
@@ -187,7 +193,7 @@ class TransactionAssembler:
         """Take one record; return the transaction it completes, if any."""
         if isinstance(record, RowChange):
             self._changes.append(record)
-            return None
+            return self._piece() if self._piece_rows else None
         if isinstance(record, Message):
             return self._message(record)
         if isinstance(record, Begin):
@@ -205,6 +211,24 @@ class TransactionAssembler:
         return Transaction(
             xid=None, commit_lsn=message.lsn, commit_time=None, changes=[], messages=[message]
         )
+
+    def _piece(self) -> Transaction | None:
+        """A piece of the open transaction once it holds `piece_rows` changes (when its BEGIN
+        said where it commits), so no transaction has to fit in memory whole."""
+        begin = self._begin
+        if self._piece_rows is None or len(self._changes) < self._piece_rows:
+            return None
+        if begin is None or begin.commit_lsn is None:
+            return None
+        piece = Transaction(
+            xid=begin.xid,
+            commit_lsn=begin.commit_lsn,
+            commit_time=begin.timestamp,
+            changes=self._changes,
+            partial=True,
+        )
+        self._changes = []
+        return piece
 
     def _commit(self, commit: Commit) -> Transaction:
         begin = self._begin

@@ -243,7 +243,7 @@ class Connector:
             pipeline.replay_window_s,
             pipeline.replay_window_bytes,
         )
-        reader = Reader(repl, queue, stop, durability.confirmable)
+        reader = Reader(repl, queue, stop, durability.confirmable, pipeline.transaction_piece_rows)
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
             lambda: self._progress(applier),
@@ -361,6 +361,10 @@ class Connector:
         txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
         idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
         changed = False
+        if txns and txns[-1].partial:  # a piece of a large transaction: staged, not flipped
+            piece = collect(txns, tables)
+            self._write(lambda: applier.apply(piece, None), applier, stop)
+            return True
         if txns:
             effects = collect(txns, tables)
             target = max(effects.last_lsn, idle)

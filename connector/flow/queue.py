@@ -69,11 +69,13 @@ class ChangeQueue:
                     if remaining <= 0 or not self._cond.wait(remaining):
                         break
                     continue
+                if batch and _partial(self._items[0]):
+                    break  # a piece of a large transaction goes alone
                 item = self._items.popleft()
                 batch.append(item)
                 rows += self._size(item)
                 self._changes -= self._size(item)
-                if rows >= max_rows:
+                if rows >= max_rows or _partial(item):
                     break
             self._cond.notify_all()
         return batch
@@ -88,3 +90,7 @@ class ChangeQueue:
                 if isinstance(item, Transaction) and item.commit_time is not None:
                     return item.commit_time.timestamp()
         return None
+
+
+def _partial(item: Item) -> bool:
+    return isinstance(item, Transaction) and item.partial

@@ -24,16 +24,18 @@ class Reader(threading.Thread):
         queue: ChangeQueue,
         stop: threading.Event,
         confirmable: Callable[[], Lsn],
+        piece_rows: int | None = None,
     ):
         super().__init__(name="connector-reader", daemon=True)
         self.repl = repl
         self.queue = queue
         self.stop = stop
         self.confirmable = confirmable
+        self.piece_rows = piece_rows
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        assembler = TransactionAssembler()
+        assembler = TransactionAssembler(self.piece_rows)
         timeout_s = self.repl.settings.stream_timeout_s
         last_message = time.monotonic()
         try:
