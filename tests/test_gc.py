@@ -12,10 +12,10 @@ import redis
 from connector.config import Settings
 from connector.core.keys import Keyspace
 from connector.core.versions import Manifest
-from tests.conftest import RunningConnector, make_settings
-from tests.test_sync import assert_index_equals_table, keys_of, synced
+from connector.testing.daemon import DaemonThread
+from tests.support import assert_index_equals_table, keys_of, make_settings, synced
 
-Start = Callable[..., RunningConnector]
+Start = Callable[..., DaemonThread]
 KEYS = Keyspace("documents")
 TABLE = "public.documents"
 GRACE_S = 0.5
