@@ -63,15 +63,19 @@ class RedisSettings(_Section):
     # Wait for the append-only file to be fsynced before confirming an LSN to Postgres.
     wait_aof: bool = True
     wait_aof_timeout_ms: int = Field(default=5_000, gt=0)
-    # Timeouts, never redis-py's defaults: connecting, an ordinary command (a dead connection
-    # is noticed within this), and the atomic batch write, which inserts every vector of a
-    # batch into HNSW and can take seconds; cutting it short would abandon it and send it again.
+    # Timeouts, never redis-py's defaults: connecting, and any command (a dead connection is
+    # noticed within this; staging sends pipelines of a few dozen commands, each well within).
     connect_timeout_s: float = Field(default=5.0, gt=0)
     socket_timeout_s: float = Field(default=10.0, gt=0)
+    # No longer used (it was the timeout of the one MULTI/EXEC per batch, which is gone):
+    # accepted so that older settings files still load.
     write_timeout_s: float = Field(default=60.0, gt=0)
     # An allkeys-* maxmemory-policy can evict the index; the connector refuses to start under
     # it unless this is true.
     allow_eviction: bool = False
+    # A Redis Cluster (redis-py's cluster client): every write and read is single-key or
+    # pipelined per key. Searching across shards needs a coordinator (Redis Software / Cloud).
+    cluster: bool = False
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> RedisSettings:
@@ -79,11 +83,6 @@ class RedisSettings(_Section):
             raise ValueError(
                 f"socket_timeout_s ({self.socket_timeout_s}) must be longer than "
                 f"wait_aof_timeout_ms ({self.wait_aof_timeout_ms} ms): WAITAOF blocks that long"
-            )
-        if self.write_timeout_s < self.socket_timeout_s:
-            raise ValueError(
-                f"write_timeout_s ({self.write_timeout_s}) must be at least socket_timeout_s "
-                f"({self.socket_timeout_s}): a batch write is the longest command"
             )
         return self
 

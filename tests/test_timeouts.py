@@ -41,7 +41,7 @@ def test_a_batch_that_takes_redis_seconds_never_holds_it_and_lands_once(
     settings = make_settings(
         migrated_dsn,
         redis_url,
-        redis={"socket_timeout_s": 0.3, "wait_aof_timeout_ms": 200, "write_timeout_s": 120},
+        redis={"socket_timeout_s": 0.3, "wait_aof_timeout_ms": 200},
         embedding={"provider": "hashing", "dimensions": 1536},
         pipeline={"batch_max_rows": 500},
     )

@@ -114,6 +114,7 @@ def test_begin() -> None:
         xid=727,
         lsn=lsn("0/150B458"),
         timestamp=datetime(2026, 11, 25, 14, 54, 2, 405955, tzinfo=PST),
+        commit_lsn=lsn("0/150B488"),  # "nextlsn": where the commit record ends
     )
     assert isinstance(record, Begin)
     assert record.timestamp is not None
@@ -446,3 +447,22 @@ def test_reset_forgets_a_partial_transaction() -> None:
     assert not assembler.in_transaction
     (transaction,) = feed_all(assembler, [(COMMIT, "0/3")])
     assert transaction.changes == []
+
+
+def test_a_large_transaction_comes_in_pieces_at_its_commit_lsn() -> None:
+    """With piece_rows, every piece carries the commit LSN BEGIN announced (its "nextlsn"),
+    only the last one is complete, and nothing is held beyond a piece."""
+    assembler = TransactionAssembler(piece_rows=2)
+    records = [(BEGIN, "0/1"), *[(INSERT, f"0/{i + 2}") for i in range(5)], (COMMIT, "0/150B488")]
+    pieces = feed_all(assembler, records)
+    assert [len(p.changes) for p in pieces] == [2, 2, 1]
+    assert [p.partial for p in pieces] == [True, True, False]
+    assert {p.commit_lsn for p in pieces} == {lsn("0/150B488")}
+
+
+def test_without_a_commit_lsn_in_begin_a_transaction_stays_whole() -> None:
+    assembler = TransactionAssembler(piece_rows=2)
+    begin = '{"action":"B","xid":727,"lsn":"0/150B458"}'
+    records = [(begin, "0/1"), *[(INSERT, f"0/{i + 2}") for i in range(5)], (COMMIT, "0/9")]
+    (whole,) = feed_all(assembler, records)
+    assert len(whole.changes) == 5 and not whole.partial

@@ -24,6 +24,11 @@ def checkpoint_key(slot: str) -> str:
     return f"connector:{slot}:checkpoint"
 
 
+def durable_key(slot: str) -> str:
+    """Written before each WAITAOF (which only waits for the caller's own writes)."""
+    return f"connector:{slot}:durable"
+
+
 def stats_key(slot: str) -> str:
     """The daemon's counters, written every `pipeline.status_interval_s` for `status`."""
     return f"connector:{slot}:stats"

@@ -50,8 +50,10 @@ class CachedEmbedder:
         if not texts:
             return []
         keys = [self._key(text) for text in texts]
-        cached = self.client.mget(keys)
-        found: list[bytes | None] = [v if isinstance(v, bytes) else None for v in cached]
+        read = self.client.pipeline(transaction=False)  # GETs, not MGET: keys on any shard
+        for key in keys:
+            read.get(key)
+        found: list[bytes | None] = [v if isinstance(v, bytes) else None for v in read.execute()]
         misses = [i for i, vector in enumerate(found) if vector is None]
         self.inner.stats.cache_hits += len(texts) - len(misses)
         if not misses:

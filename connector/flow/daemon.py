@@ -29,6 +29,7 @@ import redis
 
 from connector.config import Settings
 from connector.core.changes import Transaction
+from connector.core.keys import durable_key
 from connector.core.lsn import Lsn
 from connector.core.rows import collect
 from connector.core.tables import TableInfo
@@ -242,6 +243,7 @@ class Connector:
             stop,
             pipeline.replay_window_s,
             pipeline.replay_window_bytes,
+            durable_key(self.settings.postgres.slot),
         )
         reader = Reader(repl, queue, stop, durability.confirmable, pipeline.transaction_piece_rows)
         monitor = Monitor(
@@ -406,11 +408,10 @@ class Connector:
             if txns > 1:
                 self._batch_rows = max(1, self._batch_rows // 2)
             log.error(
-                "a batch write of %d transaction(s) did not finish within redis.write_timeout_s "
-                "= %.0fs; retrying from the checkpoint with batches of at most %d rows. If one "
-                "transaction is this large, raise redis.write_timeout_s",
+                "staging a batch of %d transaction(s) timed out (redis.socket_timeout_s = "
+                "%.0fs); retrying from the checkpoint with batches of at most %d rows",
                 txns,
-                self.settings.redis.write_timeout_s,
+                self.settings.redis.socket_timeout_s,
                 self._batch_rows,
             )
             raise

@@ -27,9 +27,11 @@ class Durability(threading.Thread):
         stop: threading.Event,
         window_s: float = 0.0,
         window_bytes: int = 0,
+        marker: str = "connector:durable",
     ) -> None:
         super().__init__(name="connector-durability", daemon=True)
         self.client = client
+        self.marker = marker
         self.window_s = window_s
         self.window_bytes = window_bytes
         self._history: deque[tuple[float, Lsn]] = deque()
@@ -66,7 +68,7 @@ class Durability(threading.Thread):
     def _wait(self, target: Lsn) -> bool:
         if not self.wait_aof:
             return True
-        if not wait_aof(self.client, self.timeout_ms):
+        if not wait_aof(self.client, self.marker, self.timeout_ms):
             log.warning(
                 "Redis did not fsync its AOF within %d ms; holding LSN %s", self.timeout_ms, target
             )

@@ -11,10 +11,11 @@ rows the queue dropped when it was full.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import redis
@@ -133,7 +134,7 @@ class Collector:
         floor: Lsn | None,
     ) -> None:
         garbage = manifest.collect(settled, floor)
-        if not garbage:
+        if not garbage and not garbage.tomb:
             return
         for chunk in garbage.chunks:
             pipe.unlink(keys.chunk(table, key, chunk))
@@ -142,8 +143,10 @@ class Collector:
             pipe.unlink(row)
         elif garbage.versions:
             pipe.hdel(row, *(str(v.lsn.value) for v in garbage.versions))
-        if garbage.tomb:
-            pipe.expire(row, self.tombstone_ttl_s)
+        if garbage.tomb:  # NX: the sweep meets a tombstone again without making it younger
+            pipe.expire(row, self.tombstone_ttl_s, nx=True)
+        if not garbage:
+            return
         self.stats.rows_collected += 1
         self.stats.versions_removed += len(garbage.versions)
         self.stats.chunks_removed += len(garbage.chunks)
@@ -192,16 +195,18 @@ class _Sweep:
     def __init__(self, indexes: list[Keyspace]) -> None:
         self._indexes = indexes
         self._position = 0  # index * 2 + (0: manifests, 1: chunk hashes)
-        self._cursor = 0
+        self._scan: Iterator[bytes | str] | None = None  # SCAN is stateless: keep the cursor
         self._wrapped = False
 
     def next(self, client: redis.Redis) -> tuple[Keyspace, str, list[str]]:
         keys = self._indexes[self._position // 2]
         kind = "row" if self._position % 2 == 0 else "chunk"
-        pattern = keys.row_pattern() if kind == "row" else f"{keys.chunk_prefix}*"
-        cursor, found = client.scan(self._cursor, match=pattern, count=_SWEEP_COUNT)
-        self._cursor = int(cursor)
-        if self._cursor == 0:
+        if self._scan is None:
+            pattern = keys.row_pattern() if kind == "row" else f"{keys.chunk_prefix}*"
+            self._scan = client.scan_iter(match=pattern, count=_SWEEP_COUNT)
+        found = list(itertools.islice(self._scan, _SWEEP_COUNT))
+        if len(found) < _SWEEP_COUNT:  # this scan is done: the next kind, or the next index
+            self._scan = None
             self._position = (self._position + 1) % (2 * len(self._indexes))
             self._wrapped = self._position == 0
         return keys, kind, [k.decode() if isinstance(k, bytes) else k for k in found]

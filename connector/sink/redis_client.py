@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
@@ -26,6 +24,17 @@ def connect(url: str, settings: RedisSettings | None = None) -> redis.Redis:
     own retries are off: a command that fails is the connector's to retry (a batch write
     retried blindly inside the client would be sent again and again)."""
     timeouts = settings or RedisSettings()
+    if timeouts.cluster:
+        # The cluster client speaks the same commands; every call the connector makes is
+        # single-key, per-key pipelined, or routed to a node (FT.*, WAITAOF, CONFIG).
+        cluster = redis.RedisCluster.from_url(
+            url,
+            protocol=3,
+            socket_keepalive=True,
+            socket_connect_timeout=timeouts.connect_timeout_s,
+            socket_timeout=timeouts.socket_timeout_s,
+        )
+        return cast(redis.Redis, cluster)
     return redis.Redis.from_url(
         url,
         protocol=3,
@@ -40,23 +49,6 @@ def connect(url: str, settings: RedisSettings | None = None) -> redis.Redis:
 def client_for(settings: RedisSettings) -> redis.Redis:
     """A client for the configured Redis (see `connect`)."""
     return connect(settings.url.get_secret_value(), settings)
-
-
-@contextmanager
-def longer_timeout(pipe: Pipeline, seconds: float) -> Iterator[None]:
-    """Give the connection a WATCHing pipeline holds a longer socket timeout, for one long
-    command (the atomic batch write): ordinary commands keep the short timeout that notices a
-    dead connection, and a long write is not abandoned halfway through."""
-    connection = pipe.connection
-    if connection is None:  # not WATCHing: nothing pinned to adjust
-        yield
-        return
-    connection.update_current_socket_timeout(seconds)
-    try:
-        yield
-    finally:
-        if pipe.connection is connection:
-            connection.update_current_socket_timeout(-1)  # back to socket_timeout
 
 
 def command(client: redis.Redis, *args: EncodableT) -> Any:
@@ -112,7 +104,13 @@ def aof_enabled(client: redis.Redis) -> bool:
     return values.get("appendonly", "no") == "yes"
 
 
-def wait_aof(client: redis.Redis, timeout_ms: int) -> bool:
-    """True once Redis has fsynced its AOF up to now (WAITAOF), False on timeout."""
-    local, _replicas = command(client, "WAITAOF", 1, 0, timeout_ms)
+def wait_aof(client: redis.Redis, marker: str, timeout_ms: int) -> bool:
+    """True once Redis has fsynced its AOF up to now, False on timeout. WAITAOF waits only for
+    the calling connection's own writes, so it first writes `marker` (a tiny key): the AOF is
+    one sequence, so once that write is on disk, so is every write before it (the flip of
+    another connection included)."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(marker, "1")
+        pipe.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
+        _ok, (local, _replicas) = pipe.execute()
     return int(local) >= 1

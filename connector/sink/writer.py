@@ -27,7 +27,7 @@ from connector.core.rows import RowState
 from connector.core.versions import Manifest, Version, parse_floors
 from connector.errors import ResyncNeeded
 from connector.sink.checkpoint import checkpoint_fields, forget_checkpoint
-from connector.sink.redis_client import Fields, longer_timeout, read_fields, text
+from connector.sink.redis_client import Fields, read_fields, text
 from connector.sink.schema import Model, ensure_index, index_specs
 from connector.sink.view import read_manifests
 
@@ -157,7 +157,7 @@ class IndexWriter:
     def stage(self, batch: BatchWrite) -> ApplyStats:
         """Write the batch's chunks, then its manifests, floors and dead letters, invisibly."""
         stats = batch.stats
-        with _Bounded(self.client, self.settings.redis.write_timeout_s) as out:
+        with _Bounded(self.client) as out:
             for row in batch.rows:
                 self._stage_chunks(out, row, stats)
             for table, lsn in batch.truncated.items():
@@ -248,9 +248,7 @@ class IndexWriter:
 class _Bounded:
     """A non-transactional pipeline sent every STAGE_COMMANDS commands."""
 
-    def __init__(self, client: redis.Redis, timeout_s: float) -> None:
-        self._client = client
-        self._timeout_s = timeout_s
+    def __init__(self, client: redis.Redis) -> None:
         self.pipe = client.pipeline(transaction=False)
         self._count = 0
 
@@ -262,8 +260,7 @@ class _Bounded:
 
     def send(self) -> None:
         if self._count:
-            with longer_timeout(self.pipe, self._timeout_s):
-                self.pipe.execute()
+            self.pipe.execute()
             self._count = 0
 
     def __enter__(self) -> _Bounded:
