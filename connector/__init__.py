@@ -31,13 +31,15 @@ if TYPE_CHECKING:
         close_searchers,
         search,
         searcher,
+        visibility_clause,
+        visibility_filter,
     )
 
 # The query side loads the embedding providers and the chat client: imported when first
 # asked for, so that the daemon (`python -m connector.cli run`) does not carry it.
 _QUERY = {
     "Answer", "FilterValue", "Hit", "NotCaughtUpError", "Searcher", "answer",
-    "close_searchers", "search", "searcher",
+    "close_searchers", "search", "searcher", "visibility_clause", "visibility_filter",
 }  # fmt: skip
 
 
@@ -69,4 +71,6 @@ __all__ = [
     "load_settings",
     "search",
     "searcher",
+    "visibility_clause",
+    "visibility_filter",
 ]
