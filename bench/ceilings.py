@@ -122,7 +122,7 @@ def redis_write(
         for start in range(0, len(mappings), batch):
             pipe = client.pipeline(transaction=False)
             for mapping in mappings[start : start + batch]:
-                key = spec.keys.chunk(table, str(mapping["pk"]), int(mapping["chunk"]))
+                key = spec.keys.chunk(table, str(mapping["pk"]), f"c{mapping['chunk']}@1")
                 pipe.hset(key, mapping=mapping)
             pipe.execute()
         seconds = time.perf_counter() - started

@@ -2,9 +2,10 @@
 
 A writer commits single-row transactions at a steady rate. The moment a row becomes visible is
 taken from Redis itself: a keyspace notification (`notify-keyspace-events Kh`) of the HSET of
-the row's first chunk reaches a subscriber in this process as soon as the connector's MULTI/EXEC
-that carries it has run, so commit -> visible is measured per row, exactly, with no polling
-interval in the figure. A lone commit on an idle system is also measured through the public
+the row's first chunk tells a subscriber in this process the LSN of the row's version, and the
+notification of the checkpoint's HSET (the flip of the visible LSN) the moment every version at
+or below the new visible LSN became visible, so commit -> visible is measured per row, exactly,
+with no polling interval in the figure. A lone commit on an idle system is also measured through the public
 path: `search(..., min_lsn=pg_current_wal_lsn())` right after the commit (read-your-writes)."""
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from bench.env import INDEX, TABLE, Services, current_lsn, scenario, wait_stream
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
-from connector.core.keys import Keyspace
+from connector.core.keys import Keyspace, checkpoint_key
+from connector.core.lsn import Lsn
 from connector.query import search
 
 P99_TARGET_MS = 50.0
@@ -33,14 +35,19 @@ _INSERT = "INSERT INTO documents (id, title, body, source, tags) VALUES (%s, %s,
 
 
 class Observer(threading.Thread):
-    """Records when the first chunk of each row is written (keyspace notifications)."""
+    """Records when each row becomes visible: its first chunk's version LSN (from the chunk's
+    key), then the flip that moves the visible LSN past it (keyspace notifications)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, slot: str) -> None:
         super().__init__(name="bench-observer", daemon=True)
         self.client = redis.Redis.from_url(url)
         self.client.config_set("notify-keyspace-events", "Kh")
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(f"__keyspace@0__:{Keyspace(INDEX).chunk_prefix}{TABLE}:*")
+        self.checkpoint = checkpoint_key(slot)
+        self.pubsub.subscribe(f"__keyspace@0__:{self.checkpoint}")
+        self.reader = redis.Redis.from_url(url)
+        self.staged: dict[int, int] = {}  # row id -> LSN of its version, not visible yet
         self.seen: dict[int, float] = {}
         self.cond = threading.Condition()
         self.stopping = threading.Event()
@@ -51,11 +58,21 @@ class Observer(threading.Thread):
             if message is None or message["data"] != b"hset":
                 continue
             at = time.perf_counter()
-            _prefix, key, chunk = message["channel"].rsplit(b":", 2)
-            if chunk == b"0":
-                with self.cond:
-                    self.seen.setdefault(int(key), at)
-                    self.cond.notify_all()
+            channel = message["channel"]
+            if channel.endswith(self.checkpoint.encode()):
+                self._flipped(at)
+                continue
+            _prefix, key, chunk = channel.rsplit(b":", 2)
+            self.staged.setdefault(int(key), int(chunk.rpartition(b"@")[2]))
+
+    def _flipped(self, at: float) -> None:
+        raw = self.reader.hget(self.checkpoint, "visible")
+        visible = Lsn.parse(raw.decode()).value if raw else 0
+        with self.cond:
+            for key in [k for k, lsn in self.staged.items() if lsn <= visible]:
+                self.seen.setdefault(key, at)
+                del self.staged[key]
+            self.cond.notify_all()
 
     def wait(self, ids: list[int], timeout_s: float) -> None:
         deadline = time.perf_counter() + timeout_s
@@ -73,6 +90,7 @@ class Observer(threading.Thread):
         self.pubsub.close()
         self.client.config_set("notify-keyspace-events", "")
         self.client.close()
+        self.reader.close()
 
 
 def _steady(
@@ -127,7 +145,7 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
     result = BenchResult("freshness")
     with scenario(services, sizes.dimensions[0]) as scene, scene.daemon() as daemon:
         wait_streaming(daemon)
-        observer = Observer(scene.redis_url)
+        observer = Observer(scene.redis_url, scene.slot)
         observer.start()
         try:
             with scene.connect() as conn:

@@ -250,7 +250,7 @@ def _wait_applied(
     while len(pending) >= 3:
         if stopped():
             return False
-        raw = client.hget(checkpoint_key(slot), "lsn")
+        raw = client.hget(checkpoint_key(slot), "visible")
         if raw and Lsn.parse(raw.decode()) >= pending[0]:
             pending.popleft()
         else:

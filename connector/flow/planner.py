@@ -48,7 +48,7 @@ class _Row:
 
     state: RowState
     manifest: Manifest
-    base: Version | None  # the newest version the new one follows
+    base: Version | None  # the newest version at or before the change: what it follows
     replaces: list[Version]  # pending versions at or after the change
 
 
@@ -244,7 +244,10 @@ def _follow(state: RowState, manifest: Manifest, visible: Lsn) -> _Row | None:
     if seen is not None and seen.lsn >= state.lsn:
         return None
     replaces = [v for v in manifest.pending(visible) if v.lsn >= state.lsn]
-    base = next((v for v in manifest.versions if v not in replaces), None)
+    # The newest version at or before the change. One at the change's own LSN is an earlier
+    # piece of the same large transaction (or the same transaction staged before a crash): the
+    # change follows it, and replaces it.
+    base = next((v for v in manifest.versions if v.lsn <= state.lsn), None)
     return _Row(state, manifest, base, replaces)
 
 

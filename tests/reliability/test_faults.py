@@ -49,7 +49,10 @@ pytestmark = pytest.mark.timeout(_PROFILE.test_timeout_s)
 def _settings(
     dsn: str, url: str, redis: dict[str, object] | None = None, **embedding: object
 ) -> Settings:
-    sections: dict[str, dict[str, object]] = {"pipeline": {"batch_max_rows": 200}}
+    # Transactions of more than 20 changes are staged in pieces, and garbage collection runs
+    # half a second behind the flips: every scenario's faults also land mid-piece and mid-GC.
+    pipeline = {"batch_max_rows": 200, "transaction_piece_rows": 20, "gc_grace_s": 0.5}
+    sections: dict[str, dict[str, object]] = {"pipeline": pipeline}
     if embedding:
         sections["embedding"] = embedding
     if redis:
