@@ -254,11 +254,8 @@ def _follow(state: RowState, manifest: Manifest, visible: Lsn) -> _Row | None:
 def _write(
     row: _Row, version: Version, chunks: list[NewChunk], metadata: dict[str, str | float]
 ) -> RowWrite:
-    listed = {c for v in row.manifest.versions if v not in row.replaces for c in v.chunks}
-    listed.update(version.chunks)
-    orphans = list(dict.fromkeys(c for v in row.replaces for c in v.chunks if c not in listed))
     known = list(row.manifest.versions)
-    return RowWrite(row.state, version, chunks, dict(metadata), row.replaces, orphans, known)
+    return RowWrite(row.state, version, chunks, dict(metadata), row.replaces, known)
 
 
 def _needs_reselect(row: _Row) -> bool:

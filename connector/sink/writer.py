@@ -74,15 +74,14 @@ class NewChunk:
 @dataclass(slots=True)
 class RowWrite:
     """The finished write of one row: its new version and the chunk hashes it adds. Pending
-    versions it replaces (a restart staging the same transaction again, or a row changed twice
-    in one large transaction) are removed, with the chunks no other version lists."""
+    versions at or after its LSN (a restart staging the same transaction again, or a row
+    changed twice in one large transaction) are `replaces`: the new version follows them."""
 
     state: RowState
     version: Version
     chunks: list[NewChunk] = field(default_factory=list)
     metadata: dict[str, str | float] = field(default_factory=dict)
     replaces: list[Version] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)  # chunk ids only the replaced ones list
     known: list[Version] = field(default_factory=list)  # the row's versions, for vector reuse
 
 
@@ -186,16 +185,13 @@ class IndexWriter:
         table, key = row.state.table.name, row.state.key
         keys = self.keys[table]
         manifest = keys.row(table, key)
-        stale = [str(v.lsn.value) for v in row.replaces if v.lsn != row.version.lsn]
-        if stale:
-            out.pipe.hdel(manifest, *stale)
+        # Only additions: a pipeline cut off by a dead connection may still reach Redis after
+        # the next attempt (commands the kernel had buffered), and an addition arriving late is
+        # the same addition again. Replaced pending versions are overwritten by their own
+        # transaction's staging (same field); chunks no version lists are collected (sink.gc).
         out.pipe.hset(manifest, str(row.version.lsn.value), row.version.value)
         out.pipe.persist(manifest)  # a row deleted before keeps no tombstone TTL
-        out.queued(3)
-        for orphan in row.orphans:  # invisible, listed by no version: gone at once
-            out.pipe.unlink(keys.chunk(table, key, orphan))
-            out.queued()
-        stats.chunks_deleted += len(row.orphans)
+        out.queued(2)
         if row.state.deleted:
             stats.deleted += 1
         elif not row.chunks and row.version.chunks:
