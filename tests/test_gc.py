@@ -1,12 +1,15 @@
 """Garbage collection against the real services: superseded versions, deletes, truncates and
-leftovers of a crash are removed after the grace period, and searches never miss a row."""
+leftovers of a crash are removed after the grace period, and searches never miss a row; an
+index of the previous schema is rebuilt."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 import psycopg
+import pytest
 import redis
 
 from connector.config import Settings
@@ -103,5 +106,31 @@ def test_leftover_chunks_of_a_crash_are_found_by_the_sweep(
     client.hset(leftover, mapping={"content": "never listed", "lsn": 1, "table": TABLE})
     eventually(lambda: not client.exists(leftover))
     assert len(chunk_keys(client, "1")) == 1
+    assert_index_equals_table(settings, migrated_dsn)
+    client.close()
+
+
+def test_an_index_of_the_previous_schema_is_rebuilt_with_a_warning(
+    migrated_dsn: str, redis_url: str, run_connector: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An index an older connector built (schema 2: chunks numbered per row) is never read as
+    if it were versioned: it is dropped with its keys and copied again."""
+    settings = gc_settings(migrated_dsn, redis_url)
+    execute(migrated_dsn, "INSERT INTO documents (id, title, body) VALUES (1, 'kept', 'row one')")
+    client = redis.Redis.from_url(redis_url)
+    client.hset(
+        "documents:meta",
+        mapping={"provider": "hashing", "model": "hashing-v1",
+                 "dimensions": str(settings.embedding.dimensions), "schema_version": "2"},
+    )  # fmt: skip
+    client.hset(KEYS.chunk(TABLE, "9", "0"), mapping={"content": "old layout", "table": TABLE})
+    client.hset(KEYS.row(TABLE, "9"), mapping={"lsn": "5", "hashes": "abc"})
+    with caplog.at_level(logging.WARNING, logger="connector.sink.schema"):
+        run_connector(settings)
+    assert any("schema version 2" in r.getMessage() for r in caplog.records)
+    assert not client.exists(KEYS.chunk(TABLE, "9", "0"), KEYS.row(TABLE, "9"))
+    found = synced(settings, migrated_dsn)
+    assert keys_of(found, "row one") == [("1",)]
+    assert client.hget("documents:meta", "schema_version") == b"3"
     assert_index_equals_table(settings, migrated_dsn)
     client.close()

@@ -49,7 +49,7 @@ class Reader(threading.Thread):
             self.slowest_s = max(self.slowest_s, time.perf_counter() - started)
             self.seen.add(search_total(reply))
             self.searches += 1
-            time.sleep(0.005)
+            time.sleep(0.001)
 
 
 def test_a_huge_transaction_is_staged_in_pieces_invisibly_and_survives_sigkills(
@@ -90,7 +90,8 @@ def test_a_huge_transaction_is_staged_in_pieces_invisibly_and_survives_sigkills(
         reader.join()
         daemon.stop()
     assert reader.seen <= {0, ROWS}, f"a reader saw part of the transaction: {sorted(reader.seen)}"
-    assert ROWS in reader.seen and reader.searches > 100
+    assert ROWS in reader.seen
+    assert reader.searches >= min(10_000, ROWS // 20), f"only {reader.searches} searches"
     assert max(peaks) < RSS_LIMIT_MB, f"the daemon's peak RSS was {max(peaks):.0f} MB"
     assert reader.slowest_s < 1.0, f"a search waited {reader.slowest_s:.2f}s behind staging"
     assert ("77",) in [h.key for h in found.search("the body of bulk row number 77", k=10)]
