@@ -56,6 +56,8 @@ def test_batches_respect_count_and_token_limits_and_concurrency(fake_openai: Fak
     assert fake_openai.max_concurrent == 2  # used, and never more
     assert vectors == HashingEmbedder(fake_openai.dimensions).embed(texts)  # in order
     assert embedder.stats.texts == 50 and embedder.stats.requests == len(batches)
+    # vectors travel as base64 of the FLOAT32 bytes Redis stores: no JSON floats to parse
+    assert {r.body.get("encoding_format") for r in fake_openai.requests} == {"base64"}
 
 
 def test_over_long_chunk_is_truncated_to_the_model_limit(fake_openai: FakeOpenAI) -> None:
