@@ -5,8 +5,9 @@ taken from Redis itself: a keyspace notification (`notify-keyspace-events Kh`) o
 the row's first chunk tells a subscriber in this process the LSN of the row's version, and the
 notification of the checkpoint's HSET (the flip of the visible LSN) the moment every version at
 or below the new visible LSN became visible, so commit -> visible is measured per row, exactly,
-with no polling interval in the figure. A lone commit on an idle system is also measured through the public
-path: `search(..., min_lsn=pg_current_wal_lsn())` right after the commit (read-your-writes)."""
+with no polling interval in the figure. A lone commit on an idle system is also measured
+through the public path: `search(..., min_lsn=pg_current_wal_lsn())` right after the commit
+(read-your-writes)."""
 
 from __future__ import annotations
 

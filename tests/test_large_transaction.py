@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -14,9 +15,10 @@ import redis
 
 from connector.query import visibility_filter
 from connector.sink.redis_client import command, search_total
-from connector.testing.daemon import DaemonProcess
+from connector.testing.daemon import DaemonProcess, DaemonThread
 from tests.support import assert_index_equals_table, make_settings, synced
 
+Start = Callable[..., DaemonThread]
 ROWS = int(os.environ.get("CONNECTOR_TEST_BIG_TRANSACTION_ROWS", "200000"))
 RSS_LIMIT_MB = 300
 
@@ -97,3 +99,23 @@ def test_a_huge_transaction_is_staged_in_pieces_invisibly_and_survives_sigkills(
     assert ("77",) in [h.key for h in found.search("the body of bulk row number 77", k=10)]
     assert_index_equals_table(settings, migrated_dsn)
     client.close()
+
+
+def test_metadata_cleared_in_a_later_piece_of_the_same_transaction_is_cleared(
+    migrated_dsn: str, redis_url: str, run_connector: Start
+) -> None:
+    """Both pieces stage the row at the transaction's LSN, so the same chunk hashes: the
+    later piece must remove the tag the earlier one set (found by the reliability suite)."""
+    settings = make_settings(migrated_dsn, redis_url, pipeline={"transaction_piece_rows": 20})
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO documents (id, title, body) VALUES (1, 'kept', 'one body')")
+    run_connector(settings)
+    synced(settings, migrated_dsn)
+    with psycopg.connect(migrated_dsn) as conn, conn.transaction():
+        conn.execute("UPDATE documents SET tags = '{tagged}' WHERE id = 1")
+        for i in range(2, 60):  # pieces of 20 changes: the next update lands in a later piece
+            conn.execute("INSERT INTO documents (id, title, body) VALUES (%s, 'f', 'filler')", [i])
+        conn.execute("UPDATE documents SET tags = '{}' WHERE id = 1")  # no tag: no field
+    found = synced(settings, migrated_dsn)
+    assert found.search("kept one body", k=5, filters={"tags": "tagged"}) == []
+    assert_index_equals_table(settings, migrated_dsn)

@@ -171,6 +171,10 @@ class IndexWriter:
     def _stage_chunks(self, out: _Bounded, row: RowWrite, stats: ApplyStats) -> None:
         table, key = row.state.table.name, row.state.key
         keys = self.keys[table]
+        # A chunk id names its text and LSN, not its metadata: staging a row again at the same
+        # LSN (a later piece of its transaction, or after a crash) rewrites the same hash, so
+        # metadata that became NULL must go from it.
+        nulls = [c for c in row.state.table.settings.metadata if c not in row.metadata]
         for chunk in row.chunks:
             fields: Fields = {
                 "content": chunk.text, "embedding": chunk.vector or b"", "table": table,
@@ -178,7 +182,9 @@ class IndexWriter:
             }  # fmt: skip
             fields.update(row.metadata)
             out.pipe.hset(keys.chunk(table, key, chunk.id), mapping=fields)
-            out.queued()
+            if nulls:
+                out.pipe.hdel(keys.chunk(table, key, chunk.id), *nulls)
+            out.queued(2 if nulls else 1)
         stats.chunks_written += len(row.chunks)
 
     def _stage_version(self, out: _Bounded, row: RowWrite, stats: ApplyStats) -> None:
