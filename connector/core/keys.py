@@ -24,6 +24,12 @@ def checkpoint_key(slot: str) -> str:
     return f"connector:{slot}:checkpoint"
 
 
+def staged_key(slot: str) -> str:
+    """The LSN of the newest batch staging has started: while it is not above the visible LSN,
+    no version is pending, and a search needs no visibility filter."""
+    return f"connector:{slot}:staged"
+
+
 def durable_key(slot: str) -> str:
     """Written before each WAITAOF (which only waits for the caller's own writes)."""
     return f"connector:{slot}:durable"

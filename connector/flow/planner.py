@@ -107,8 +107,22 @@ class Planner:
                 write = self._plan_row(row, batch.letters)
                 if write is not None:
                     batch.rows.append(write)
+        self._mend(batch)
         self._embed(batch)
         return batch
+
+    def _mend(self, batch: BatchWrite) -> None:
+        """A copy from a snapshot (resync, `verify --repair`) keeps unchanged chunks (no second
+        vector of the same text in HNSW), but rewrites any a hand or an eviction damaged."""
+        kept = [(row, chunk) for row in batch.rows for chunk in row.kept]
+        if not kept:
+            return
+        stored = self.writer.chunk_fields(
+            [(r.state.table.name, r.state.key, c.id) for r, c in kept], "content"
+        )
+        for (row, chunk), (content,) in zip(kept, stored, strict=True):
+            if content is None or text_hash(content.decode()) != id_text_hash(chunk.id):
+                row.chunks.append(chunk)
 
     def _reselect(self, states: list[RowState], stats: ApplyStats) -> Reselected:
         if not states or self.reselect is None:
@@ -142,9 +156,7 @@ class Planner:
                 state.table.name,
                 extra={"table": state.table.name, "lsn": str(state.lsn)},
             )
-        # A copy from a snapshot (inserts) writes every chunk again (vectors are reused): it
-        # is how `resync` and `verify --repair` mend chunk hashes damaged behind our back.
-        keep = base if base is not None and base.meta == meta and not state.inserted else None
+        keep = base if base is not None and base.meta == meta else None
         ids = assign_ids([text_hash(t) for t in texts], state.lsn, keep)
         version = Version(state.lsn, ids, meta=meta)
         if keep is not None and ids == keep.chunks and not row.replaces and not state.inserted:
@@ -153,7 +165,10 @@ class Planner:
             return None
         kept = set(keep.chunks) if keep else set()
         new = [NewChunk(c, t, None, n) for n, (c, t) in enumerate(zip(ids, texts, strict=True))]
-        return _write(row, version, [c for c in new if c.id not in kept], metadata)
+        write = _write(row, version, [c for c in new if c.id not in kept], metadata)
+        if state.inserted:  # a copy: chunks it keeps are checked, and rewritten if damaged
+            write.kept = [c for c in new if c.id in kept]
+        return write
 
     def _plan_metadata(
         self, row: _Row, base: Version, metadata: dict[str, str | float], meta: str

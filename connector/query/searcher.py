@@ -247,7 +247,10 @@ class Searcher:
         # With no filter of the user's, RediSearch picks how to apply the visibility filter
         # (HYBRID_POLICY BATCHES missed rows while a resync doubled every vector: not used).
         policy = self._hybrid_policy(query) if query.clauses else ""
-        visible = Query([*query.clauses, visibility_clause(view.visible)], dict(query.params))
+        # Pending versions are filtered out by the query; with none staged (the usual idle
+        # state) the manifest check alone decides, and the KNN runs unfiltered.
+        clauses = [visibility_clause(view.visible)] if view.pending else []
+        visible = Query([*query.clauses, *clauses], dict(query.params))
         where = visible.where
         param = visible.param(vector)
         wanted = k + _OVERFETCH
@@ -280,7 +283,8 @@ class Searcher:
         if not words:
             return []
         query.clauses.insert(0, "@content:(" + " | ".join(query.param(w) for w in words) + ")")
-        query.clauses.append(visibility_clause(view.visible))
+        if view.pending:
+            query.clauses.append(visibility_clause(view.visible))
         found = self._run(query.where, query, k + _OVERFETCH, [])
         return self._current(found, view, lambda _values: 0.0)
 

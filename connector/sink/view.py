@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from connector.core.keys import Keyspace, checkpoint_key
+from connector.core.keys import Keyspace, checkpoint_key, staged_key
 from connector.core.lsn import Lsn
 from connector.core.versions import Manifest, Version, floor_at, parse_floors
 
@@ -21,26 +21,30 @@ from connector.core.versions import Manifest, Version, floor_at, parse_floors
 class View:
     visible: Lsn
     floors: dict[str, Lsn]  # table -> the truncate floor honoured at `visible` (if any)
+    pending: bool = True  # staging may have versions above `visible` in the index
 
     def current(self, table: str, manifest: Manifest) -> Version | None:
         return manifest.current(self.visible, self.floors.get(table))
 
 
 def read_view(client: redis.Redis, slot: str, keys: Keyspace, tables: Iterable[str]) -> View:
-    """The visible LSN and the floors of `tables`, in one round trip."""
+    """The visible LSN, whether anything is staged above it, and the floors of `tables`, in
+    one round trip."""
     names = list(tables)
     pipe = client.pipeline(transaction=False)
     pipe.hget(checkpoint_key(slot), "visible")
+    pipe.get(staged_key(slot))
     for table in names:
         pipe.hgetall(keys.floor(table))
-    raw, *floors = pipe.execute()
+    raw, staged, *floors = pipe.execute()
     visible = Lsn.parse(raw.decode()) if raw else Lsn(0)
+    pending = staged is None or int(staged) > visible.value
     honoured = {}
     for table, fields in zip(names, floors, strict=True):
         floor = floor_at(parse_floors(fields), visible)
         if floor is not None:
             honoured[table] = floor
-    return View(visible, honoured)
+    return View(visible, honoured, pending)
 
 
 def scan_manifests(client: redis.Redis, keys: Keyspace) -> Iterator[tuple[str, Manifest]]:

@@ -21,7 +21,7 @@ import redis
 
 from connector.config import Settings
 from connector.core.changes import RowChange
-from connector.core.keys import Keyspace, checkpoint_key
+from connector.core.keys import Keyspace, checkpoint_key, staged_key
 from connector.core.lsn import Lsn
 from connector.core.rows import RowState
 from connector.core.versions import Manifest, Version, parse_floors
@@ -83,6 +83,7 @@ class RowWrite:
     metadata: dict[str, str | float] = field(default_factory=dict)
     replaces: list[Version] = field(default_factory=list)
     known: list[Version] = field(default_factory=list)  # the row's versions, for vector reuse
+    kept: list[NewChunk] = field(default_factory=list)  # a copy's unchanged chunks, to check
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ class IndexWriter:
         self.specs = index_specs(settings.tables)
         self.keys = {t.qualified_name: Keyspace(t.index_name) for t in settings.tables}
         self._checkpoint_key = checkpoint_key(settings.postgres.slot)
+        self._staged_key = staged_key(settings.postgres.slot)
         self._flip = client.register_script(_FLIP)
         # Set once this writer has flipped or resumed from a checkpoint: from then on a missing
         # checkpoint means Redis lost data.
@@ -157,6 +159,9 @@ class IndexWriter:
         """Write the batch's chunks, then its manifests, floors and dead letters, invisibly."""
         stats = batch.stats
         with _Bounded(self.client) as out:
+            if batch.rows or batch.truncated:  # first, so a reader knows a version is pending
+                out.pipe.set(self._staged_key, str(batch.last_lsn.value))
+                out.queued()
             for row in batch.rows:
                 self._stage_chunks(out, row, stats)
             for table, lsn in batch.truncated.items():
