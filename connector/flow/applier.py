@@ -88,7 +88,3 @@ class Applier:
         """One bounded step of garbage collection (the daemon's, between batches)."""
         if self.collector is not None:
             self.collector.step(budget_s)
-
-    def write_checkpoint(self, lsn: Lsn, commit_time: float | None = None) -> None:
-        """Move the checkpoint alone (transactions that touched no configured row)."""
-        self.flip(lsn, commit_time)

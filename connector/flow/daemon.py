@@ -379,9 +379,9 @@ class Connector:
                 )
                 self._record(txns, stats, time.monotonic() - started)
             else:
-                self._write(lambda: applier.write_checkpoint(target, commit_time), applier, stop)
+                self._write(lambda: applier.flip(target, commit_time), applier, stop)
         elif idle > self.checkpoint:
-            self._write(lambda: applier.write_checkpoint(idle), applier, stop)
+            self._write(lambda: applier.flip(idle), applier, stop)
             target = idle
         else:
             return False

@@ -27,7 +27,7 @@ from connector.ops.resync import resync, select_tables
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import client_for, read_fields, text
 from connector.sink.schema import index_specs
-from connector.sink.view import read_manifests, read_view
+from connector.sink.view import read_view, scan_manifests
 from connector.source.catalog import inspect_table
 from connector.source.replication import conninfo
 from connector.source.snapshot import copy_table, open_snapshot
@@ -146,12 +146,10 @@ def compare_table(
 
 
 def _manifests(client: redis.Redis, keys: Keyspace, table: str) -> dict[str, Manifest]:
-    rows = [
-        keys.key_from_row(k.decode(), table)
-        for k in client.scan_iter(match=keys.row_pattern(table), count=1000)
-    ]
-    found = read_manifests(client, {table: keys}, [(table, row) for row in rows])
-    return dict(zip(rows, found, strict=True))
+    return {
+        keys.key_from_row(name, table): manifest
+        for name, manifest in scan_manifests(client, keys, table)
+    }
 
 
 def _check_chunks(

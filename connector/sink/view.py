@@ -47,10 +47,13 @@ def read_view(client: redis.Redis, slot: str, keys: Keyspace, tables: Iterable[s
     return View(visible, honoured, pending)
 
 
-def scan_manifests(client: redis.Redis, keys: Keyspace) -> Iterator[tuple[str, Manifest]]:
-    """Every row manifest under the index prefix: (manifest key, manifest), in batches."""
+def scan_manifests(
+    client: redis.Redis, keys: Keyspace, table: str | None = None
+) -> Iterator[tuple[str, Manifest]]:
+    """Every row manifest under the index prefix (of `table`, or of every table): (manifest
+    key, manifest), in batches."""
     batch: list[bytes] = []
-    for key in client.scan_iter(match=keys.row_pattern(), count=1000):
+    for key in client.scan_iter(match=keys.row_pattern(table), count=1000):
         batch.append(key)
         if len(batch) >= 1000:
             yield from _manifests_of(client, batch)
