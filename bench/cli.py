@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import embedding, freshness, ingest, queries, resources, snapshot
+from bench import embedding, freshness, ingest, large, queries, resources, served, snapshot
 from bench.env import Services, machine_info, quiet_logs, start_services
 from bench.report import BenchResult, result_payload, table, write_json
 from bench.sizes import Sizes
@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "query": queries.run,
     "resources": resources.run,
     "embedding": embedding.run,
+    "served": served.run,
+    "large": large.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

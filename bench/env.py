@@ -110,15 +110,16 @@ def bench_settings(
     slot: str,
     dimensions: int,
     chunk_tokens: int = 256,
+    embedding: dict[str, object] | None = None,
     **pipeline: object,
 ) -> Settings:
-    """The shipped defaults, the hashing embedder, and no HTTP server."""
+    """The shipped defaults, the hashing embedder (or `embedding`), and no HTTP server."""
     return settings_for(
         dsn,
         redis_url,
         [dict(DOCUMENTS, chunk_tokens=chunk_tokens)],
         postgres={"slot": slot},
-        embedding={"dimensions": dimensions},
+        embedding={"dimensions": dimensions, **(embedding or {})},
         pipeline=dict(pipeline),
         observability={"log_level": "INFO"},
     )
@@ -178,7 +179,11 @@ class Scenario:
 
 @contextlib.contextmanager
 def scenario(
-    services: Services, dimensions: int = 384, chunk_tokens: int = 256, **pipeline: object
+    services: Services,
+    dimensions: int = 384,
+    chunk_tokens: int = 256,
+    embedding: dict[str, object] | None = None,
+    **pipeline: object,
 ) -> Iterator[Scenario]:
     dbname = services.create_database("bench_")
     slot = dbname
@@ -190,7 +195,13 @@ def scenario(
     try:
         apply_migrations(services.dsn(dbname))
         settings = bench_settings(
-            services.dsn(dbname), services.redis_url, slot, dimensions, chunk_tokens, **pipeline
+            services.dsn(dbname),
+            services.redis_url,
+            slot,
+            dimensions,
+            chunk_tokens,
+            embedding,
+            **pipeline,
         )
         scene = Scenario(services, dbname, settings, workdir)
         yield scene

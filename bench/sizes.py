@@ -20,6 +20,7 @@ class Sizes:
     qps_seconds: float
     resource_rows: int
     embedding_docs: int
+    large_transaction_rows: int  # one INSERT ... SELECT
 
     @classmethod
     def full(cls) -> Sizes:
@@ -37,6 +38,7 @@ class Sizes:
             qps_seconds=4.0,
             resource_rows=50_000,
             embedding_docs=300,
+            large_transaction_rows=1_000_000,
         )
 
     @classmethod
@@ -55,4 +57,5 @@ class Sizes:
             qps_seconds=2.0,
             resource_rows=5_000,
             embedding_docs=60,
+            large_transaction_rows=50_000,
         )

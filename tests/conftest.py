@@ -11,8 +11,8 @@ import redis
 from connector.config import Settings
 from connector.source.migrate import apply_migrations
 from connector.testing.daemon import DaemonThread
+from connector.testing.openai_server import FakeOpenAI
 from connector.testing.services import Services
-from tests.fake_openai import FakeOpenAI
 
 
 @pytest.fixture(scope="session")

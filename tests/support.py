@@ -26,7 +26,7 @@ from connector.source.server import current_wal_lsn
 from connector.source.slots import slot_info
 from connector.source.snapshot import open_snapshot
 from connector.testing import config
-from tests.fake_openai import FakeOpenAI
+from connector.testing.openai_server import FakeOpenAI
 
 # The `documents` table with small chunks, so short test rows already make several.
 DOCUMENTS: dict[str, Any] = {**config.DOCUMENTS, "chunk_tokens": 64, "chunk_overlap": 8}

@@ -215,7 +215,7 @@ def test_every_metric_moves_while_the_real_daemon_falls_behind_and_catches_up(
     metric the README names moves in the same run."""
     import psycopg
 
-    from tests.fake_openai import Fault
+    from connector.testing.openai_server import Fault
     from tests.support import make_settings, openai_settings, synced
 
     fake_openai.latency_s = 0.3

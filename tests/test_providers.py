@@ -21,7 +21,7 @@ from connector.query import searcher
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import connect
 from connector.testing.daemon import DaemonThread
-from tests.fake_openai import FakeOpenAI, Fault
+from connector.testing.openai_server import FakeOpenAI, Fault
 from tests.support import assert_index_equals_table, make_settings, openai_settings, synced, wal_lsn
 
 Start = Callable[[Settings], DaemonThread]

@@ -6,7 +6,7 @@ from connector.config import TableSettings
 from connector.core.changes import Op, RowChange, Transaction
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import PgValue
-from connector.core.rows import collect
+from connector.core.rows import collect, split
 from connector.core.tables import TableInfo
 
 TABLE = TableInfo(
@@ -125,3 +125,21 @@ def test_keys_with_separators_are_encoded_unambiguously() -> None:
         [txn(10, change(Op.INSERT, row(id="a:b,c d", title="t", body="b", lang="en")))], TABLES
     )
     assert list(effects.rows) == [(TABLE.name, "a%3Ab%2Cc%20d")]
+
+
+def test_a_batch_splits_into_slices_that_keep_every_row_once_and_its_last_lsn() -> None:
+    inserts = [change(Op.INSERT, row(id=str(n), title="t", body="b", lang="en")) for n in range(5)]
+    effects = collect(
+        [
+            txn(10, change(Op.TRUNCATE), *inserts),
+            txn(20, change(Op.INSERT, row(id=None, title="no key", body="b", lang="en"))),
+        ],
+        TABLES,
+    )
+    slices = split(effects, 2)
+    assert [len(s.rows) for s in slices] == [2, 2, 1]
+    assert [k for s in slices for k in s.rows] == list(effects.rows)
+    assert all(s.last_lsn == Lsn(20) for s in slices)
+    assert slices[0].truncated == {TABLE.name: Lsn(10)} and len(slices[0].skipped) == 1
+    assert not any(s.truncated or s.skipped for s in slices[1:])
+    assert len(split(collect([txn(30, change(Op.TRUNCATE))], TABLES), 2)) == 1

@@ -21,8 +21,8 @@ from connector.sink.redis_client import connect
 from connector.sink.schema import IndexSpec, ensure_index
 from connector.testing.config import write_config
 from connector.testing.daemon import spawn
+from connector.testing.openai_server import FakeOpenAI
 from connector.testing.services import free_port
-from tests.fake_openai import FakeOpenAI
 from tests.support import assert_index_equals_table, cli, insert, make_settings, synced
 
 SPEC = IndexSpec("sec", {"source": "tag", "title": "text", "n": "numeric"}, ("public.t",))

@@ -1,9 +1,10 @@
 """From the changes of a batch of transactions to the final state of each touched row (pure).
 
-A batch is applied to Redis in one atomic write, so only each row's last state in the batch
-matters. Columns an UPDATE leaves out (unchanged TOASTed values) are filled from the row's
-earlier change in the batch or from the old row wal2json sends under REPLICA IDENTITY FULL;
-when neither has them they stay absent, and `RowState.missing_content` says which.
+A batch becomes visible at once (one flip of the visible LSN), so only each row's last state
+in the batch matters. Columns an UPDATE leaves out (unchanged TOASTed values) are filled from
+the row's earlier change in the batch or from the old row wal2json sends under REPLICA
+IDENTITY FULL; when neither has them they stay absent, and `RowState.missing_content` says
+which.
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ class BatchEffects:
     truncated: dict[str, Lsn] = field(default_factory=dict)
     last_lsn: Lsn = ZERO
     skipped: list[tuple[RowChange, str]] = field(default_factory=list)
+
+
+def split(effects: BatchEffects, rows: int) -> list[BatchEffects]:
+    """`effects` in slices of at most `rows` rows, to be planned and staged one after another
+    (the first slice carries the truncates and the skipped changes). Every slice keeps the
+    batch's last LSN: they become visible together."""
+    states = list(effects.rows.items())
+    slices = [
+        BatchEffects(dict(states[i : i + rows]), last_lsn=effects.last_lsn)
+        for i in range(0, len(states), rows)
+    ] or [BatchEffects(last_lsn=effects.last_lsn)]
+    slices[0].truncated = dict(effects.truncated)
+    slices[0].skipped = list(effects.skipped)
+    return slices
 
 
 def row_key(table: TableInfo, row: Mapping[str, PgValue]) -> str:

@@ -1,5 +1,8 @@
 """Applying a batch: plan it (flow.planner), stage it (sink.writer), then flip.
 
+Planning and staging are separate steps so that the daemon and the copies can plan the next
+batch while this one is staged (flow.stager).
+
 Used by the daemon for every streamed batch and by the copies from a snapshot (the first start,
 `connector resync`). A batch is staged invisibly; it becomes visible when the checkpoint's visible
 LSN moves past it. The visible LSN never moves back: a replay re-applies changes from an older
@@ -18,7 +21,7 @@ from connector.core.rows import BatchEffects
 from connector.embed.base import Embedder
 from connector.flow.planner import Planner, Reselect
 from connector.sink.gc import Collector
-from connector.sink.writer import ApplyStats, IndexWriter
+from connector.sink.writer import ApplyStats, BatchWrite, IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +66,20 @@ class Applier:
     def apply(
         self, effects: BatchEffects, checkpoint: Lsn | None, commit_time: float | None = None
     ) -> ApplyStats:
-        """Stage the batch, then make it visible with `checkpoint` (None: stage only, as a
-        snapshot copy does until the whole copy is in)."""
-        batch = self.planner.plan(effects, self.visible)
+        """Plan the batch, stage it, then make it visible with `checkpoint` (None: stage only,
+        as a snapshot copy does until the whole copy is in)."""
+        return self.stage(self.plan(effects), checkpoint, commit_time)
+
+    def plan(self, effects: BatchEffects) -> BatchWrite:
+        """The batch's writes (Python's work: decode, chunk, embed), for readers now at the
+        visible LSN. It may run while an earlier batch of other rows is being staged."""
+        return self.planner.plan(effects, self.visible)
+
+    def stage(
+        self, batch: BatchWrite, checkpoint: Lsn | None, commit_time: float | None = None
+    ) -> ApplyStats:
+        """Stage a planned batch (Redis's work), then flip to `checkpoint` unless None."""
         stats = self.writer.stage(batch)
-        self.planner.written()
         if self.collector is not None:
             self._superseded += [(r.state.table.name, r.state.key) for r in batch.rows if r.known]
         self.stats.add(stats)

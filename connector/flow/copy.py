@@ -8,6 +8,7 @@ searches keep answering throughout: rows are replaced in place, never emptied fi
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable
 
@@ -19,6 +20,7 @@ from connector.core.rows import collect
 from connector.core.tables import TableInfo
 from connector.errors import ReplicationError
 from connector.flow.applier import Applier
+from connector.flow.stager import Stager
 from connector.progress import Progress
 from connector.source.snapshot import copy_table, count_rows
 
@@ -33,13 +35,17 @@ def copy_tables(
 ) -> int:
     """Write every row of `tables`, as `conn`'s snapshot sees them, as of LSN `at`."""
     copied = 0
-    for table in tables:
-        progress = Progress(f"snapshot of {table.name}", count_rows(conn, table))
-        for rows in copy_table(conn, table, batch_rows):
-            if stop is not None and stop.is_set():
-                raise ReplicationError(f"stopped during the snapshot of {table.name}")
-            applier.apply(collect([Transaction(None, at, None, rows)], {table.name: table}), None)
-            progress.advance(len(rows))
-            copied += len(rows)
-        progress.finish()
+    with Stager() as stager:  # each batch is staged while the next one is read and planned
+        for table in tables:
+            progress = Progress(f"snapshot of {table.name}", count_rows(conn, table))
+            for rows in copy_table(conn, table, batch_rows):
+                if stop is not None and stop.is_set():
+                    raise ReplicationError(f"stopped during the snapshot of {table.name}")
+                effects = collect([Transaction(None, at, None, rows)], {table.name: table})
+                plan = applier.plan(effects)  # rows are copied once each: no need to settle
+                stager.submit(list(effects.rows), functools.partial(applier.stage, plan, None))
+                progress.advance(len(rows))
+                copied += len(rows)
+            stager.drain()
+            progress.finish()
     return copied

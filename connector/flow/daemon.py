@@ -1,23 +1,26 @@
-"""The daemon: stream -> transactions -> batches -> chunk/embed -> atomic write -> confirm.
+"""The daemon: stream -> transactions -> batches -> plan (chunk, embed) -> stage -> flip -> confirm.
 
-Four threads, each owning its connection:
+Five threads, each owning its connection:
 
 - the reader (flow.reader) owns the replication connection and fills a bounded queue
-  (flow.queue) with whole transactions;
+  (flow.queue) with whole transactions, and with bounded pieces of large ones;
 - the applier (the caller's thread, here) takes whole transactions in batches bounded by rows
-  and by a short time window, skips those at or below the checkpoint, and applies each batch
-  (flow.applier: plan, then one atomic write that carries the new checkpoint);
+  and by a short time window, skips those at or below the checkpoint, and plans each batch
+  (flow.applier: decode, chunk, embed), in slices of at most `pipeline.batch_max_rows` rows;
+- the stager (flow.stager) stages each planned slice in Redis while the next one is planned,
+  flips the visible LSN at the end of each batch (one single-key write), and collects garbage;
 - the durability thread (flow.durability) waits until Redis has the write on disk (WAITAOF) and
   only then lets the reader confirm that LSN to Postgres;
 - the monitor (flow.monitor) checks the slot's lag and retained WAL and sends heartbeats.
 
-Any connection failure tears the three down and starts again from the checkpoint in Redis: what
+Any connection failure tears them down and starts again from the checkpoint in Redis: what
 was in flight is read again from the slot, and what Redis already holds is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -31,7 +34,7 @@ from connector.config import Settings
 from connector.core.changes import Transaction
 from connector.core.keys import durable_key
 from connector.core.lsn import Lsn
-from connector.core.rows import collect
+from connector.core.rows import BatchEffects, collect, split
 from connector.core.tables import TableInfo
 from connector.embed.base import Embedder
 from connector.errors import (
@@ -47,12 +50,13 @@ from connector.flow.durability import Durability
 from connector.flow.monitor import Monitor, Progress
 from connector.flow.queue import ChangeQueue, Idle, Item
 from connector.flow.reader import Reader
+from connector.flow.stager import Stager
 from connector.logs import redact
 from connector.metrics import Metrics
 from connector.sink.checkpoint import Checkpoint, read_checkpoint
 from connector.sink.memory import WritePause, check_eviction_policy
 from connector.sink.redis_client import aof_enabled, client_for
-from connector.sink.writer import ApplyStats
+from connector.sink.writer import ApplyStats, BatchWrite
 from connector.source.catalog import inspect_table
 from connector.source.replication import ReplicationConnection, conninfo
 from connector.source.reselect import Reselector
@@ -102,7 +106,9 @@ class Connector:
         self._batch_rows = settings.pipeline.batch_max_rows
         self._streamed = False  # this attempt reached streaming (resets the backoff)
         self._queue: ChangeQueue | None = None
-        self._inflight_commit: float | None = None  # oldest commit time of the batch in hand
+        # Oldest commit time of the batch being planned, and of the slice being staged.
+        self._planning_commit: float | None = None
+        self._staging_commit: float | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -289,7 +295,8 @@ class Connector:
     def _oldest_pending(self) -> float | None:
         """Commit time of the oldest transaction received but not yet applied."""
         queued = self._queue.oldest_commit_time() if self._queue is not None else None
-        times = [t for t in (self._inflight_commit, queued) if t is not None]
+        in_hand = (self._staging_commit, self._planning_commit, queued)
+        times = [t for t in in_hand if t is not None]
         return min(times, default=None)
 
     def _set_lag(self, lag_bytes: int) -> None:
@@ -316,23 +323,29 @@ class Connector:
         stop: threading.Event,
     ) -> None:
         pipeline = self.settings.pipeline
-        while not stop.is_set() and not self.stop_event.is_set():
-            batch = queue.take(self._batch_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
-            self._inflight_commit = _oldest_commit(batch)
-            if batch and self._apply(batch, applier, tables, durability, stop):
-                monitor.activity()
-            self._inflight_commit = None
-            self._collect(applier, busy=bool(batch))
+        stager = Stager()
+        try:
+            while not stop.is_set() and not self.stop_event.is_set():
+                batch = queue.take(self._batch_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
+                self._planning_commit = _oldest_commit(batch)
+                if batch and self._apply(batch, applier, tables, durability, stager, stop):
+                    monitor.activity()
+                self._planning_commit = None
+                if not batch and not stager.busy:  # idle: a longer step of garbage collection
+                    stager.submit((), lambda: self._collect(applier, _GC_IDLE_S))
+            stager.drain()
+        finally:
+            stager.close()
         if self.stop_event.is_set() and reader.error is None:
             self._shut_down(durability, reader)
 
-    def _collect(self, applier: Applier, busy: bool) -> None:
-        """A step of garbage collection: short between batches, longer when the stream is idle."""
+    def _collect(self, applier: Applier, budget_s: float) -> None:
+        """A step of garbage collection (in the stager's thread: it writes to Redis too)."""
         collector = applier.collector
         if collector is None:
             return
         before = (collector.stats.versions_removed, collector.stats.chunks_removed)
-        applier.collect(_GC_BUSY_S if busy else _GC_IDLE_S)
+        applier.collect(budget_s)
         if self.metrics is not None:
             versions = collector.stats.versions_removed - before[0]
             chunks = collector.stats.chunks_removed - before[1]
@@ -355,45 +368,69 @@ class Connector:
         applier: Applier,
         tables: dict[str, TableInfo],
         durability: Durability,
+        stager: Stager,
         stop: threading.Event,
     ) -> bool:
-        """Apply one batch; True when it held row changes. While Redis is at maxmemory the
-        write waits here (the reader keeps the stream alive; nothing is confirmed)."""
+        """Plan one batch here, in slices, each staged by `stager` while the next is planned;
+        the last one flips. True when the batch held row changes. While Redis is at maxmemory
+        the staging waits (the reader keeps the stream alive; nothing is confirmed)."""
         started = time.monotonic()
         txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
         idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
-        changed = False
-        if txns and txns[-1].partial:  # a piece of a large transaction: staged, not flipped
-            piece = collect(txns, tables)
-            self._write(lambda: applier.apply(piece, None), applier, stop)
-            return True
         if txns:
             effects = collect(txns, tables)
-            target = max(effects.last_lsn, idle)
+            # A piece of a large transaction is staged, not flipped: its end flips.
+            target = None if txns[-1].partial else max(effects.last_lsn, idle)
             last_commit = txns[-1].commit_time
             commit_time = last_commit.timestamp() if last_commit else None
-            changed = bool(effects.rows or effects.truncated or effects.skipped)
-            if changed:
-                stats = self._write(
-                    lambda: applier.apply(effects, target, commit_time), applier, stop, len(txns)
-                )
-                self._record(txns, stats, time.monotonic() - started)
-            else:
-                self._write(lambda: applier.flip(target, commit_time), applier, stop)
         elif idle > self.checkpoint:
-            self._write(lambda: applier.flip(idle), applier, stop)
-            target = idle
+            effects, target, commit_time = BatchEffects(), idle, None
         else:
             return False
-        self.checkpoint = max(self.checkpoint, target)
-        durability.applied(self.checkpoint)
+        changed = bool(effects.rows or effects.truncated or effects.skipped)
+        slices = split(effects, self.settings.pipeline.batch_max_rows)
+        for n, piece in enumerate(slices):
+            last = n == len(slices) - 1
+            stager.settle(piece.rows)
+            plan = applier.plan(piece) if changed else None
+            job = functools.partial(
+                self._stage, plan, target if last else None, commit_time, applier, durability,
+                stop, txns if last else [], started, self._planning_commit,
+            )  # fmt: skip
+            stager.submit(list(piece.rows), job)
         return changed
 
-    def _write(
-        self, write: Callable[[], T], applier: Applier, stop: threading.Event, txns: int = 0
-    ) -> T:
-        """One Redis write of the applier: paused while Redis is full; a batch write that
-        timed out makes the next batches smaller, so the stream cannot wedge on it."""
+    def _stage(
+        self,
+        plan: BatchWrite | None,
+        target: Lsn | None,
+        commit_time: float | None,
+        applier: Applier,
+        durability: Durability,
+        stop: threading.Event,
+        txns: list[Transaction],
+        started: float,
+        oldest_commit: float | None,
+    ) -> None:
+        """The stager's job: stage a planned slice, flip when it ends the batch, confirm."""
+        self._staging_commit = oldest_commit
+        try:
+            if plan is not None:
+                stats = self._write(lambda: applier.stage(plan, target, commit_time), applier, stop)
+                if txns:
+                    self._record(txns, stats, time.monotonic() - started)
+            elif target is not None:
+                self._write(lambda: applier.flip(target, commit_time), applier, stop)
+            if target is not None:
+                self.checkpoint = max(self.checkpoint, target)
+                durability.applied(self.checkpoint)
+            self._collect(applier, _GC_BUSY_S)
+        finally:
+            self._staging_commit = None
+
+    def _write(self, write: Callable[[], T], applier: Applier, stop: threading.Event) -> T:
+        """One Redis write of the applier: paused while Redis is full; a write that timed out
+        makes the next batches smaller, so the stream cannot wedge on it."""
 
         def halted(seconds: float) -> bool:
             deadline = time.monotonic() + seconds
@@ -405,12 +442,10 @@ class Connector:
         try:
             result = self.redis_pause.run(write, applier.client, halted)
         except redis.TimeoutError:
-            if txns > 1:
-                self._batch_rows = max(1, self._batch_rows // 2)
+            self._batch_rows = max(1, self._batch_rows // 2)
             log.error(
-                "staging a batch of %d transaction(s) timed out (redis.socket_timeout_s = "
-                "%.0fs); retrying from the checkpoint with batches of at most %d rows",
-                txns,
+                "staging a batch timed out (redis.socket_timeout_s = %.0fs); retrying from the "
+                "checkpoint with batches of at most %d rows",
                 self.settings.redis.socket_timeout_s,
                 self._batch_rows,
             )

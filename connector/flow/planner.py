@@ -70,13 +70,6 @@ class Planner:
             t.qualified_name: Chunker(encoding, t.chunk_tokens, t.chunk_overlap)
             for t in settings.tables
         }
-        # Vectors of the batch in hand, kept until it is staged: a batch planned again (Redis
-        # refused the write at maxmemory, the connection dropped) does not pay the provider twice.
-        self._vectors: dict[str, bytes] = {}
-
-    def written(self) -> None:
-        """The batch in hand is staged: forget its vectors."""
-        self._vectors.clear()
 
     def plan(self, effects: BatchEffects, visible: Lsn) -> BatchWrite:
         """The writes of `effects` for readers now at `visible`."""
@@ -192,21 +185,15 @@ class Planner:
     # ----------------------------------------------------------------- vectors
 
     def _embed(self, batch: BatchWrite) -> None:
-        """Fill every new chunk's vector: a stored one of the same text, one paid for by an
-        earlier attempt, or the provider's. Rows whose text the provider refused leave the
-        batch as dead letters."""
+        """Fill every new chunk's vector: a stored one of the same text, or the provider's.
+        Rows whose text the provider refused leave the batch as dead letters."""
         todo: dict[str, list[NewChunk]] = {}
         self._reuse_stored(batch.rows, todo)
-        for text in [t for t in todo if t in self._vectors]:
-            for chunk in todo.pop(text):
-                chunk.vector = self._vectors[text]
         if not todo:
             return
         texts = list(todo)
         vectors, refused = self._embed_texts(texts)
         for text, vector in zip(texts, vectors, strict=True):
-            if vector is not None:
-                self._vectors[text] = vector
             for chunk in todo[text]:
                 chunk.vector = vector
         batch.stats.chunks_embedded += len(texts) - len(refused)

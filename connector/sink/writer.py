@@ -14,7 +14,9 @@ restart that stages the same transaction again writes the same keys.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 # Commands per pipeline round trip while staging: a query waits behind at most this many
 # (each a few microseconds, an HNSW insertion for a chunk) and memory stays bounded.
 STAGE_COMMANDS = 64
+# Staging pipelines in flight at once (each on a connection of its own), and their senders.
+_IN_FLIGHT = 2
+_SENDERS = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="connector-send")
 
 # Sets the checkpoint only where it still exists (or may be created): a FLUSHALL or an eviction
 # between staging and the flip must not leave a fresh checkpoint over an index that lost data.
@@ -253,11 +258,17 @@ class IndexWriter:
 
 
 class _Bounded:
-    """A non-transactional pipeline sent every STAGE_COMMANDS commands."""
+    """Non-transactional pipelines of STAGE_COMMANDS commands. The first is sent and answered
+    before any other (it marks a version as pending); after it, up to `_IN_FLIGHT` are in
+    flight on their own connections, so Python encodes one while Redis works on another. The
+    order between them does not matter: everything they write is invisible until the flip."""
 
     def __init__(self, client: redis.Redis) -> None:
+        self.client = client
         self.pipe = client.pipeline(transaction=False)
         self._count = 0
+        self._first = True
+        self._sent: deque[Future[list[object]]] = deque()
 
     def queued(self, commands: int = 1) -> None:
         """`commands` more were added to `pipe`: send them once there are enough."""
@@ -266,17 +277,33 @@ class _Bounded:
             self.send()
 
     def send(self) -> None:
-        if self._count:
-            self.pipe.execute()
-            self._count = 0
+        if not self._count:
+            return
+        pipe, self.pipe, self._count = self.pipe, self.client.pipeline(transaction=False), 0
+        if self._first:
+            self._first = False
+            pipe.execute()
+            return
+        if len(self._sent) >= _IN_FLIGHT:
+            self._sent.popleft().result()
+        self._sent.append(_SENDERS.submit(pipe.execute))
 
     def __enter__(self) -> _Bounded:
         return self
 
     def __exit__(self, kind: object, *_exc: object) -> None:
-        if kind is None:
-            self.send()
-        self.pipe.reset()
+        try:
+            if kind is None:
+                self.send()
+            while self._sent:  # every pipeline is answered before the caller goes on
+                sent = self._sent.popleft()
+                if kind is None:
+                    sent.result()
+                else:
+                    sent.exception()
+        finally:
+            self._sent.clear()
+            self.pipe.reset()
 
 
 def _row_summary(change: RowChange) -> str:

@@ -26,8 +26,8 @@ import pytest
 from connector.config import Settings
 from connector.query import searcher
 from connector.testing.daemon import DaemonProcess
+from connector.testing.openai_server import FakeOpenAI, Fault
 from connector.testing.services import Services
-from tests.fake_openai import FakeOpenAI, Fault
 from tests.reliability.harness import (
     ConfirmedWatch,
     Profile,

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible server on loopback for the tests: /v1/embeddings and streamed
+"""An OpenAI-compatible server on loopback for the tests and benchmarks: /v1/embeddings and streamed
 /v1/chat/completions, with faults the test controls (429 with Retry-After, 500, 400 for marked
 inputs, hangs, and being down altogether). The connector talks to it with the real `openai` client.
 """
