@@ -47,6 +47,9 @@ _LEADING_BLANK_LINES = re.compile(r"(?:[^\S\n]*\n)*")
 # How much of a paragraph's start decides the strength of the boundary before it. Short enough
 # that most edits (a word in the middle, a sentence appended) leave it alone.
 _KEY_CHARS = 40
+# Texts up to this many characters per allowed token are tried as one chunk first (English
+# averages about 4 characters per token; a longer text rarely fits, and is split at once).
+_LIKELY_FITS_CHARS_PER_TOKEN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +101,18 @@ class Chunker:
     def chunk(self, text: str) -> list[str]:
         """The chunks of `text`, in order; [] for empty or whitespace-only text."""
         spans = _paragraph_spans(text)
-        tokens = [self.encoding.encode_ordinary(text[s:e]) for s, e in spans]
         if not spans:
             return []
-        if len(spans) == 1:
-            start, end = spans[0]
-            return self._paragraph(text[start:end], tokens[0])
-        return self._grouped(text, spans, tokens)
+        whole = text[spans[0][0] : spans[-1][1]]
+        if len(spans) == 1 or len(whole) <= self.chunk_tokens * _LIKELY_FITS_CHARS_PER_TOKEN:
+            # Most rows fit in one chunk: one encoding of the whole text says so.
+            tokens = self.encoding.encode_ordinary(whole)
+            if len(tokens) <= self.chunk_tokens:
+                return [whole]
+            if len(spans) == 1:
+                return self._windows(tokens)
+        per_paragraph = [self.encoding.encode_ordinary(text[s:e]) for s, e in spans]
+        return self._grouped(text, spans, per_paragraph)
 
     def _paragraph(self, paragraph: str, tokens: list[int]) -> list[str]:
         if len(tokens) <= self.chunk_tokens:

@@ -43,7 +43,7 @@ def copy_tables(
                     raise ReplicationError(f"stopped during the snapshot of {table.name}")
                 effects = collect([Transaction(None, at, None, rows)], {table.name: table})
                 plan = applier.plan(effects)  # rows are copied once each: no need to settle
-                stager.submit(list(effects.rows), functools.partial(applier.stage, plan, None))
+                stager.submit((), functools.partial(applier.stage, plan, None))
                 progress.advance(len(rows))
                 copied += len(rows)
             stager.drain()

@@ -397,7 +397,7 @@ class Connector:
                 self._stage, plan, target if last else None, commit_time, applier, durability,
                 stop, txns if last else [], started, self._planning_commit,
             )  # fmt: skip
-            stager.submit(list(piece.rows), job)
+            stager.submit(frozenset(piece.rows), job)
         return changed
 
     def _stage(

@@ -19,18 +19,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
+from redis.typing import EncodableT
 
 from connector.config import Settings, load_settings
 from connector.core.keys import checkpoint_key, decode_key
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import TAG_SEPARATOR, tag_text
-from connector.core.versions import id_lsn
+from connector.core.versions import Manifest, id_lsn
 from connector.embed import make_embedder
 from connector.embed.base import Embedder
 from connector.errors import ConnectorError, QueryError, RedisIndexError
 from connector.sink.redis_client import client_for, command, search_docs, text
 from connector.sink.schema import IndexSpec, check_meta, embedding_meta, index_specs, read_meta
-from connector.sink.view import View, read_manifests, read_view
+from connector.sink.view import View, parse_view, queue_view, read_manifests
 
 FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -44,7 +45,8 @@ _MAX_WAIT_PAUSE_S = 0.001
 _BRUTE_FORCE_MAX = 2_000
 # Extra candidates fetched so that hits on superseded versions (dropped by the manifest check)
 # rarely leave fewer than k; when they do, the search asks again for 4x as many, up to a cap.
-_OVERFETCH = 10
+# Each candidate costs its fields and its row's manifest on the wire: few, then.
+_OVERFETCH_MIN = 3
 _MAX_FETCH = 1_000
 _VIEW_ATTEMPTS = 5
 
@@ -226,80 +228,159 @@ class Searcher:
             self.wait_for(min_lsn, timeout_s)
         vector = self.embed_query(text)
         for _attempt in range(_VIEW_ATTEMPTS):
-            view = read_view(self.client, self.slot, self.spec.keys, self.spec.tables)
             try:
-                hits = self._knn(vector, query, k if not hybrid else 2 * k, view)
-                if hybrid:
-                    text_query = build_query(self.spec.fields, filters)
-                    hits = fuse_rankings(hits, self._bm25(text, text_query, 2 * k, view))
+                return self._search(text, vector, query, k, hybrid)
             except _ViewTooOld:
                 continue  # the versions it needed were collected: read the visible LSN again
-            return hits[:k]
         raise RedisIndexError(
             f"index {self.spec.name}: the rows kept changing faster than a search could read "
             "them; retry"
         )
 
+    def _search(self, text: str, vector: bytes, query: Query, k: int, hybrid: bool) -> list[Hit]:
+        """One search at one view, usually in two round trips: the view's reads with the
+        queries queued after them (as if nothing were staged, the idle case: Redis runs them
+        in order, so they see the index as of the view), then the hits' manifests. A filter of
+        the user's is counted there instead (it decides how the KNN runs), and the queries run
+        once the view is known; so do they when versions are pending (they need the
+        visibility filter)."""
+        need = 2 * k if hybrid else k  # a hybrid search fuses 2k of each ranking
+        wanted = need + max(_OVERFETCH_MIN, need // 4)
+        tables = list(self.spec.tables)
+        pipe = self.client.pipeline(transaction=False)
+        reads = queue_view(pipe, self.slot, self.spec.keys, tables)
+        if query.clauses:
+            command(pipe, *self._count_args(query))
+        else:
+            for args in self._legs(text, vector, query, wanted, hybrid, None, ""):
+                command(pipe, *args)
+        replies = pipe.execute()
+        view = parse_view(replies[:reads], tables)
+        answers = replies[reads:]
+        if query.clauses or view.pending:
+            policy = _policy(answers[0]) if query.clauses else ""
+            legs = self._legs(text, vector, query, wanted, hybrid, view, policy)
+            answers = [command(self.client, *args) for args in legs]
+        else:
+            policy = ""
+        found = [search_docs(answer) for answer in answers]
+        # Manifests of the top `need` candidates of each ranking first: the others only if
+        # superseded versions were among those.
+        manifests = self._manifests([hit for leg in found for hit in leg[:need]])
+        hits = self._top(found[0], need, view, manifests, _similarity)
+        if len(hits) < need and len(found[0]) >= wanted:  # superseded versions crowded the top
+            hits = self._knn(vector, query, need, view, policy, wanted * 4)
+        if hybrid:
+            bm25 = self._top(found[1], need, view, manifests, _no_score) if found[1:] else []
+            hits = fuse_rankings(hits, bm25)
+        return hits[:k]
+
+    def _top(
+        self,
+        found: list[tuple[str, dict[str, str]]],
+        need: int,
+        view: View,
+        manifests: dict[tuple[str, str], Manifest],
+        score: Callable[[dict[str, str]], float],
+    ) -> list[Hit]:
+        """The current hits among `found`, reading the manifests past the first `need` only
+        when fewer than `need` of those were current."""
+        hits = self._current(found[:need], view, manifests, score)
+        if len(hits) < need and len(found) > need:
+            manifests.update(self._manifests(found[need:]))
+            hits += self._current(found[need:], view, manifests, score)
+        return hits
+
     def _returned(self) -> list[str]:
         return ["content", "table", "pk", "chunk", *self.spec.fields]
 
-    def _knn(self, vector: bytes, query: Query, k: int, view: View) -> list[Hit]:
+    def _legs(
+        self,
+        text: str,
+        vector: bytes,
+        query: Query,
+        wanted: int,
+        hybrid: bool,
+        view: View | None,
+        policy: str,
+    ) -> list[list[EncodableT]]:
+        """The FT.SEARCH commands of a search: the KNN, and the BM25 leg of a hybrid one; with
+        the visibility filter at `view` (None: nothing is pending)."""
+        legs = [self._knn_args(vector, query, wanted, view, policy)]
+        words = _WORD.findall(text) if hybrid else []
+        if words:
+            legs.append(self._bm25_args(words, query, wanted, view))
+        return legs
+
+    def _knn_args(
+        self, vector: bytes, query: Query, wanted: int, view: View | None, policy: str
+    ) -> list[EncodableT]:
         # With no filter of the user's, RediSearch picks how to apply the visibility filter
         # (HYBRID_POLICY BATCHES missed rows while a resync doubled every vector: not used).
-        policy = self._hybrid_policy(query) if query.clauses else ""
-        # Pending versions are filtered out by the query; with none staged (the usual idle
-        # state) the manifest check alone decides, and the KNN runs unfiltered.
-        clauses = [visibility_clause(view.visible)] if view.pending else []
+        clauses = [visibility_clause(view.visible)] if view is not None else []
         visible = Query([*query.clauses, *clauses], dict(query.params))
-        where = visible.where
         param = visible.param(vector)
-        wanted = k + _OVERFETCH
+        if policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
+            options = "HYBRID_POLICY ADHOC_BF"
+        else:
+            options = f"EF_RUNTIME {max(_MIN_EF, 4 * wanted)} {policy}".strip()
+        knn = f"[KNN {wanted} @embedding {param} {options} AS __score]"
+        return self._search_args(f"({visible.where})=>{knn}", visible, wanted, True)
+
+    def _bm25_args(
+        self, words: list[str], query: Query, wanted: int, view: View | None
+    ) -> list[EncodableT]:
+        text_query = Query(list(query.clauses), dict(query.params))
+        words_clause = "@content:(" + " | ".join(text_query.param(w) for w in words) + ")"
+        text_query.clauses.insert(0, words_clause)
+        if view is not None:
+            text_query.clauses.append(visibility_clause(view.visible))
+        return self._search_args(text_query.where, text_query, wanted, False)
+
+    def _knn(
+        self, vector: bytes, query: Query, k: int, view: View, policy: str, wanted: int
+    ) -> list[Hit]:
+        """The KNN asked again for more candidates (4x each time, up to a cap) until k current
+        ones are among them."""
+        at = view if view.pending else None
         while True:
-            if policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
-                options = "HYBRID_POLICY ADHOC_BF"
-            else:
-                options = f"EF_RUNTIME {max(_MIN_EF, 4 * wanted)} {policy}".strip()
-            knn = f"[KNN {wanted} @embedding {param} {options} AS __score]"
-            found = self._run(f"({where})=>{knn}", visible, wanted, ["SORTBY", "__score", "ASC"])
-            hits = self._current(found, view, lambda v: 1.0 - float(v.get("__score", "1")))
+            wanted = min(wanted, _MAX_FETCH)
+            found = search_docs(
+                command(self.client, *self._knn_args(vector, query, wanted, at, policy))
+            )
+            hits = self._current(found, view, self._manifests(found), _similarity)
             if len(hits) >= k or len(found) < wanted or wanted >= _MAX_FETCH:
                 return hits
-            wanted = min(wanted * 4, _MAX_FETCH)  # superseded versions crowded the top: more
+            wanted *= 4
 
-    def _hybrid_policy(self, query: Query) -> str:
+    def _count_args(self, query: Query) -> list[EncodableT]:
         """How a filtered KNN runs. RediSearch's own choice brute-forces filters that match
         thousands of documents (p99 7 ms at 100k chunks, 10% matching; bench/): few matches are
-        brute-forced, more are searched in HNSW batches (p99 1.5 ms). One count query decides."""
+        brute-forced, more are searched in HNSW batches (p99 1.5 ms). One count decides."""
         count = Query(query.clauses, dict(query.params))
-        reply = command(
-            self.client, "FT.SEARCH", self.spec.name, count.where, *count.args(),
+        return [
+            "FT.SEARCH", self.spec.name, count.where, *count.args(),
             "LIMIT", "0", "0", "DIALECT", "2",
-        )  # fmt: skip
-        matching = int(reply.get(b"total_results", 0)) if isinstance(reply, dict) else 0
-        return "ADHOC_BF" if matching <= _BRUTE_FORCE_MAX else "HYBRID_POLICY BATCHES"
+        ]  # fmt: skip
 
-    def _bm25(self, text: str, query: Query, k: int, view: View) -> list[Hit]:
-        words = _WORD.findall(text)
-        if not words:
-            return []
-        query.clauses.insert(0, "@content:(" + " | ".join(query.param(w) for w in words) + ")")
-        if view.pending:
-            query.clauses.append(visibility_clause(view.visible))
-        found = self._run(query.where, query, k + _OVERFETCH, [])
-        return self._current(found, view, lambda _values: 0.0)
+    def _manifests(
+        self, found: list[tuple[str, dict[str, str]]]
+    ) -> dict[tuple[str, str], Manifest]:
+        """The manifests of the rows of `found`, in one round trip."""
+        rows = list(dict.fromkeys((v.get("table", ""), v.get("pk", "")) for _k, v in found))
+        keys = dict.fromkeys(self.spec.tables, self.spec.keys)
+        return dict(zip(rows, read_manifests(self.client, keys, rows), strict=True))
 
     def _current(
         self,
         found: list[tuple[str, dict[str, str]]],
         view: View,
+        manifests: Mapping[tuple[str, str], Manifest],
         score: Callable[[dict[str, str]], float],
     ) -> list[Hit]:
         """The hits whose chunk belongs to its row's version current at the view, in order,
         each with its position in that version. Raises _ViewTooOld when a row no longer holds
         the version the view needs (collected since the visible LSN was read)."""
-        rows = list(dict.fromkeys((v.get("table", ""), v.get("pk", "")) for _k, v in found))
-        keys = dict.fromkeys(self.spec.tables, self.spec.keys)
-        manifests = dict(zip(rows, read_manifests(self.client, keys, rows), strict=True))
         hits = []
         for key, values in found:
             row = (values.get("table", ""), values.get("pk", ""))
@@ -313,16 +394,14 @@ class Searcher:
                 raise _ViewTooOld
         return hits
 
-    def _run(
-        self, text: str, query: Query, k: int, sort: list[str]
-    ) -> list[tuple[str, dict[str, str]]]:
-        """FT.SEARCH with the query's parameters, returning the hits' keys and fields."""
-        fields = [*self._returned(), *(["__score"] if sort else [])]
-        raw = command(
-            self.client, "FT.SEARCH", self.spec.name, text, *query.args(), *sort,
+    def _search_args(self, where: str, query: Query, k: int, by_score: bool) -> list[EncodableT]:
+        """FT.SEARCH with the query's parameters, returning the fields a hit needs."""
+        sort: list[EncodableT] = ["SORTBY", "__score", "ASC"] if by_score else []
+        fields = [*self._returned(), *(["__score"] if by_score else [])]
+        return [
+            "FT.SEARCH", self.spec.name, where, *query.args(), *sort,
             "RETURN", str(len(fields)), *fields, "LIMIT", "0", str(k), "DIALECT", "2",
-        )  # fmt: skip
-        return search_docs(raw)
+        ]  # fmt: skip
 
     def _hit(self, values: dict[str, str], score: float) -> Hit:
         return Hit(
@@ -335,6 +414,20 @@ class Searcher:
                 f: values[f].replace(TAG_SEPARATOR, ",") for f in self.spec.fields if f in values
             },
         )
+
+
+def _similarity(values: dict[str, str]) -> float:
+    return 1.0 - float(values.get("__score", "1"))
+
+
+def _no_score(_values: dict[str, str]) -> float:
+    return 0.0  # a BM25 hit's place in its ranking is what fusion uses
+
+
+def _policy(count_reply: object) -> str:
+    """The HYBRID_POLICY for a filtered KNN, from the count of the documents it matches."""
+    matching = int(count_reply.get(b"total_results", 0)) if isinstance(count_reply, dict) else 0
+    return "ADHOC_BF" if matching <= _BRUTE_FORCE_MAX else "HYBRID_POLICY BATCHES"
 
 
 def _parse_lsn(value: str) -> Lsn:
@@ -389,16 +482,16 @@ _DEFAULT_SETTINGS: list[Settings] = []
 def searcher(settings: Settings, index: str | None = None) -> Searcher:
     """A Searcher for `index` (default: the first configured table's index), cached per
     settings object so repeated calls reuse the connection pool and the embedder."""
+    cache_key = (id(settings), index or "")
+    cached = _SEARCHERS.get(cache_key)
+    if cached is not None and cached[0] is settings:  # the common path: no more work per call
+        return cached[1]
     specs = index_specs(settings.tables)
     if not specs:
         raise ConnectorError("no tables configured: nothing to search")
     name = index or next(iter(specs))
     if name not in specs:
         raise ConnectorError(f"unknown index {name!r} (configured: {', '.join(specs)})")
-    cache_key = (id(settings), name)
-    cached = _SEARCHERS.get(cache_key)
-    if cached is not None and cached[0] is settings:
-        return cached[1]
     client = client_for(settings.redis)
     found = Searcher(
         client,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from connector.core.keys import Keyspace, checkpoint_key, staged_key
 from connector.core.lsn import Lsn
@@ -32,15 +34,27 @@ def read_view(client: redis.Redis, slot: str, keys: Keyspace, tables: Iterable[s
     one round trip."""
     names = list(tables)
     pipe = client.pipeline(transaction=False)
+    queue_view(pipe, slot, keys, names)
+    return parse_view(pipe.execute(), names)
+
+
+def queue_view(pipe: Pipeline, slot: str, keys: Keyspace, tables: Sequence[str]) -> int:
+    """Queue the reads of a view on `pipe` (a reader may queue its query after them: Redis
+    runs them in order, so the query sees the index as of the view); returns how many."""
     pipe.hget(checkpoint_key(slot), "visible")
     pipe.get(staged_key(slot))
-    for table in names:
+    for table in tables:
         pipe.hgetall(keys.floor(table))
-    raw, staged, *floors = pipe.execute()
+    return 2 + len(tables)
+
+
+def parse_view(replies: Sequence[Any], tables: Sequence[str]) -> View:
+    """The view from the replies of `queue_view`'s reads."""
+    raw, staged, *floors = replies
     visible = Lsn.parse(raw.decode()) if raw else Lsn(0)
     pending = staged is None or int(staged) > visible.value
     honoured = {}
-    for table, fields in zip(names, floors, strict=True):
+    for table, fields in zip(tables, floors, strict=True):
         floor = floor_at(parse_floors(fields), visible)
         if floor is not None:
             honoured[table] = floor
