@@ -17,7 +17,7 @@ from bench.env import TABLE, Scenario, Services, current_lsn, num_docs, scenario
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 
-TARGET = 0.85
+TARGET = 0.95  # of Redis's own pipelined HSET + HNSW rate on the same chunks
 
 
 def load(conn: psycopg.Connection[Any], rows: Sequence[Row], per_txn: int = 1000) -> float:
@@ -117,8 +117,7 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
 
 
 def _figure(result: BenchResult, case: dict[str, Any]) -> None:
-    lower = min(case["recvlogical_rows_s"], case["redis_rows_s"])
-    ratio = case["connector_rows_s"] / lower
+    ratio = case["connector_rows_s"] / case["redis_rows_s"]
     chunks_per_row = case["chunks"] / case["rows"]
     result.add(
         f"{case['case']} ({chunks_per_row:.1f} chunks), {case['dimensions']}d, "
@@ -130,7 +129,7 @@ def _figure(result: BenchResult, case: dict[str, Any]) -> None:
             f"redis {fmt(case['redis_rows_s'])} rows/s"
         ),
         ratio=ratio,
-        target=f">= {TARGET:.2f} x lower",
+        target=f">= {TARGET:.2f} x redis",
         met=ratio >= TARGET,
     )
     blocked = case["redis_per_batch"]

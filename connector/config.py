@@ -186,8 +186,9 @@ class PipelineSettings(_Section):
     queue_max_changes: int = Field(default=20_000, gt=0)
     tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     # How long a superseded row version stays after its successor became visible, so that a
-    # search that read the previous visible LSN still finds what it needs.
-    gc_grace_s: float = Field(default=60.0, ge=0)
+    # search that read the previous visible LSN still finds what it needs (a search takes
+    # milliseconds; superseded versions crowd KNN results meanwhile, so it is short).
+    gc_grace_s: float = Field(default=5.0, ge=0)
     # A transaction larger than this is staged in pieces of this many changes as it streams
     # (invisible until its commit), so no transaction has to fit in memory.
     transaction_piece_rows: int = Field(default=2_000, gt=0)

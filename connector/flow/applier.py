@@ -96,7 +96,8 @@ class Applier:
             self.collector.flipped(visible, self._superseded)
             self._superseded = []
 
-    def collect(self, budget_s: float) -> None:
-        """One bounded step of garbage collection (the daemon's, between batches)."""
+    def collect(self, budget_s: float, at_least: int = 0) -> None:
+        """One bounded step of garbage collection (the daemon's, between batches): about
+        `budget_s`, and at least `at_least` due rows."""
         if self.collector is not None:
-            self.collector.step(budget_s)
+            self.collector.step(budget_s, at_least)

@@ -339,13 +339,13 @@ class Connector:
         if self.stop_event.is_set() and reader.error is None:
             self._shut_down(durability, reader)
 
-    def _collect(self, applier: Applier, budget_s: float) -> None:
+    def _collect(self, applier: Applier, budget_s: float, at_least: int = 0) -> None:
         """A step of garbage collection (in the stager's thread: it writes to Redis too)."""
         collector = applier.collector
         if collector is None:
             return
         before = (collector.stats.versions_removed, collector.stats.chunks_removed)
-        applier.collect(budget_s)
+        applier.collect(budget_s, at_least)
         if self.metrics is not None:
             versions = collector.stats.versions_removed - before[0]
             chunks = collector.stats.chunks_removed - before[1]
@@ -424,7 +424,9 @@ class Connector:
             if target is not None:
                 self.checkpoint = max(self.checkpoint, target)
                 durability.applied(self.checkpoint)
-            self._collect(applier, _GC_BUSY_S)
+            # At least as many due rows as this slice staged: collection keeps up with the
+            # rate rows are superseded (a backlog would crowd searches and fill memory).
+            self._collect(applier, _GC_BUSY_S, 2 * len(plan.rows) if plan is not None else 0)
         finally:
             self._staging_commit = None
 

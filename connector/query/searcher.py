@@ -11,6 +11,7 @@ User values never become query syntax: tag and text values travel as query param
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -44,7 +45,8 @@ _MAX_WAIT_PAUSE_S = 0.001
 # as HNSW at that size); more are searched in HNSW with the filter applied in batches.
 _BRUTE_FORCE_MAX = 2_000
 # Extra candidates fetched so that hits on superseded versions (dropped by the manifest check)
-# rarely leave fewer than k; when they do, the search asks again for 4x as many, up to a cap.
+# rarely leave fewer than k; when they do, the search asks again for as many as the share of
+# current ones it saw calls for, up to a cap.
 # Each candidate costs its fields and its row's manifest on the wire: few, then.
 _OVERFETCH_MIN = 3
 _MAX_FETCH = 1_000
@@ -239,11 +241,13 @@ class Searcher:
 
     def _search(self, text: str, vector: bytes, query: Query, k: int, hybrid: bool) -> list[Hit]:
         """One search at one view, usually in two round trips: the view's reads with the
-        queries queued after them (as if nothing were staged, the idle case: Redis runs them
-        in order, so they see the index as of the view), then the hits' manifests. A filter of
-        the user's is counted there instead (it decides how the KNN runs), and the queries run
-        once the view is known; so do they when versions are pending (they need the
-        visibility filter)."""
+        queries queued after them (Redis runs them in order, so the queries see the index as
+        of the view), then the manifests of the hits, which keep only the versions current at
+        the view. A filter of the user's is counted there instead (the count decides how the
+        KNN runs), and the queries follow. The queries run without the visibility filter
+        (RediSearch answers a KNN with it far more slowly): versions staged above the view
+        are dropped by the manifest check like superseded ones; only when they crowd the top
+        does the search run again with the filter."""
         need = 2 * k if hybrid else k  # a hybrid search fuses 2k of each ranking
         wanted = need + max(_OVERFETCH_MIN, need // 4)
         tables = list(self.spec.tables)
@@ -257,23 +261,42 @@ class Searcher:
         replies = pipe.execute()
         view = parse_view(replies[:reads], tables)
         answers = replies[reads:]
-        if query.clauses or view.pending:
-            policy = _policy(answers[0]) if query.clauses else ""
-            legs = self._legs(text, vector, query, wanted, hybrid, view, policy)
-            answers = [command(self.client, *args) for args in legs]
-        else:
-            policy = ""
+        policy = _policy(answers[0]) if query.clauses else ""
+        if query.clauses:
+            answers = self._run_legs(text, vector, query, wanted, hybrid, None, policy)
         found = [search_docs(answer) for answer in answers]
         # Manifests of the top `need` candidates of each ranking first: the others only if
-        # superseded versions were among those.
+        # staged or superseded versions were among those.
         manifests = self._manifests([hit for leg in found for hit in leg[:need]])
         hits = self._top(found[0], need, view, manifests, _similarity)
+        if len(hits) < need and len(found[0]) >= wanted and view.pending:
+            # Staged versions crowded the top: ask again for versions at or below the view.
+            answers = self._run_legs(text, vector, query, wanted, hybrid, view, policy)
+            found = [search_docs(answer) for answer in answers]
+            manifests = self._manifests([hit for leg in found for hit in leg[:need]])
+            hits = self._top(found[0], need, view, manifests, _similarity)
         if len(hits) < need and len(found[0]) >= wanted:  # superseded versions crowded the top
-            hits = self._knn(vector, query, need, view, policy, wanted * 4)
+            hits = self._knn(vector, query, need, view, policy, wanted, len(hits))
         if hybrid:
             bm25 = self._top(found[1], need, view, manifests, _no_score) if found[1:] else []
             hits = fuse_rankings(hits, bm25)
         return hits[:k]
+
+    def _run_legs(
+        self,
+        text: str,
+        vector: bytes,
+        query: Query,
+        wanted: int,
+        hybrid: bool,
+        view: View | None,
+        policy: str,
+    ) -> list[object]:
+        """The replies of the search's legs (`_legs`), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for args in self._legs(text, vector, query, wanted, hybrid, view, policy):
+            command(pipe, *args)
+        return list(pipe.execute())
 
     def _top(
         self,
@@ -338,20 +361,27 @@ class Searcher:
         return self._search_args(text_query.where, text_query, wanted, False)
 
     def _knn(
-        self, vector: bytes, query: Query, k: int, view: View, policy: str, wanted: int
+        self,
+        vector: bytes,
+        query: Query,
+        k: int,
+        view: View,
+        policy: str,
+        wanted: int,
+        current: int,
     ) -> list[Hit]:
-        """The KNN asked again for more candidates (4x each time, up to a cap) until k current
-        ones are among them."""
+        """The KNN asked again for more candidates, until k current ones are among them:
+        `current` of the `wanted` asked before were."""
         at = view if view.pending else None
         while True:
-            wanted = min(wanted, _MAX_FETCH)
+            wanted = _widened(wanted, k, current)
             found = search_docs(
                 command(self.client, *self._knn_args(vector, query, wanted, at, policy))
             )
             hits = self._current(found, view, self._manifests(found), _similarity)
             if len(hits) >= k or len(found) < wanted or wanted >= _MAX_FETCH:
                 return hits
-            wanted *= 4
+            current = len(hits)
 
     def _count_args(self, query: Query) -> list[EncodableT]:
         """How a filtered KNN runs. RediSearch's own choice brute-forces filters that match
@@ -414,6 +444,13 @@ class Searcher:
                 f: values[f].replace(TAG_SEPARATOR, ",") for f in self.spec.fields if f in values
             },
         )
+
+
+def _widened(wanted: int, need: int, current: int) -> int:
+    """How many candidates to ask for after `current` of `wanted` were current: enough for
+    `need` at that share, with a margin (and at least twice as many), up to the cap."""
+    share = max(current, 1) / wanted
+    return min(_MAX_FETCH, max(2 * wanted, math.ceil(1.5 * need / share)))
 
 
 def _similarity(values: dict[str, str]) -> float:

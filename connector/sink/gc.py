@@ -75,15 +75,21 @@ class Collector:
         at, lsn = self._history[0]
         return lsn if at <= horizon else Lsn(0)
 
-    def step(self, budget_s: float = 0.005) -> int:
-        """Collect for about `budget_s` of wall time; returns the rows and chunks it looked at."""
+    def step(self, budget_s: float = 0.005, at_least: int = 0) -> int:
+        """Collect for about `budget_s` of wall time, and at least `at_least` superseded rows
+        that are due (so that collection keeps up with a steady stream of updates); returns
+        the rows and chunks it looked at."""
         settled = self.settled()
         if not settled:
             return 0
         deadline = time.monotonic() + budget_s
         horizon = time.monotonic() - self.grace_s
         done = 0
-        while self._queue and self._queue[0][0] <= horizon and time.monotonic() < deadline:
+        while (
+            self._queue
+            and self._queue[0][0] <= horizon
+            and (time.monotonic() < deadline or done < at_least)
+        ):
             batch: list[tuple[str, str]] = []
             while self._queue and self._queue[0][0] <= horizon and len(batch) < 100:
                 _at, table, key = self._queue.popleft()

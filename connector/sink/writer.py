@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 # Commands per pipeline round trip while staging: a query waits behind at most this many
 # (each a few microseconds, an HNSW insertion for a chunk) and memory stays bounded.
 STAGE_COMMANDS = 64
-# Staging pipelines in flight at once (each on a connection of its own), and their senders.
-_IN_FLIGHT = 2
+# Staging pipelines in flight while the next is built (each on a connection of its own), and
+# their sender: one, so that a query waits behind at most one pipeline of staging.
+_IN_FLIGHT = 1
 _SENDERS = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="connector-send")
 
 # Sets the checkpoint only where it still exists (or may be created): a FLUSHALL or an eviction
