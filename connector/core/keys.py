@@ -25,8 +25,8 @@ def checkpoint_key(slot: str) -> str:
 
 
 def staged_key(slot: str) -> str:
-    """The LSN of the newest batch staging has started: while it is not above the visible LSN,
-    no version is pending, and a search needs no visibility filter."""
+    """The LSN of the newest batch staging has started: while it is above the visible LSN,
+    versions are pending, and a search they crowd asks again with the visibility filter."""
     return f"connector:{slot}:staged"
 
 

@@ -24,7 +24,11 @@ import psycopg
 import pytest
 
 from connector.config import Settings
+from connector.core.keys import checkpoint_key, staged_key
+from connector.core.lsn import Lsn
 from connector.query import searcher
+from connector.sink.redis_client import connect
+from connector.source.server import current_wal_lsn
 from connector.testing.daemon import DaemonProcess
 from connector.testing.openai_server import FakeOpenAI, Fault
 from connector.testing.services import Services
@@ -47,11 +51,15 @@ pytestmark = pytest.mark.timeout(_PROFILE.test_timeout_s)
 
 
 def _settings(
-    dsn: str, url: str, redis: dict[str, object] | None = None, **embedding: object
+    dsn: str,
+    url: str,
+    redis: dict[str, object] | None = None,
+    piece_rows: int = 20,
+    **embedding: object,
 ) -> Settings:
     # Transactions of more than 20 changes are staged in pieces, and garbage collection runs
     # half a second behind the flips: every scenario's faults also land mid-piece and mid-GC.
-    pipeline = {"batch_max_rows": 200, "transaction_piece_rows": 20, "gc_grace_s": 0.5}
+    pipeline = {"batch_max_rows": 200, "transaction_piece_rows": piece_rows, "gc_grace_s": 0.5}
     sections: dict[str, dict[str, object]] = {"pipeline": pipeline}
     if embedding:
         sections["embedding"] = embedding
@@ -184,6 +192,116 @@ def test_sigkill_connector_repeatedly(
             connector.start()
         time.sleep(1.0)  # the writer goes on while the last process catches up
         writer.stop()
+
+
+class _PhaseWatch:
+    """Sees, through Redis keyspace notifications, the first command of a phase of the
+    daemon's write path for a transaction committed between two LSNs: staging it begins (SET
+    of the staged marker), the flip that makes it visible (HSET of the checkpoint), or a
+    garbage collection step deletes a chunk hash (UNLINK)."""
+
+    def __init__(self, url: str, slot: str, phase: str) -> None:
+        self.client = connect(url)
+        self.client.config_set("notify-keyspace-events", "K$hg")
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe("__keyspace@0__:*")
+        self.phase = phase
+        self.staged = staged_key(slot)
+        self.checkpoint = checkpoint_key(slot)
+        self.wanted = {
+            "staging": (self.staged.encode(), b"set"),
+            "flip": (self.checkpoint.encode(), b"hset"),
+            "gc": (b":chunk:", b"del"),
+        }[phase]
+
+    def wait(self, after: Lsn, until: Lsn, timeout_s: float) -> bool:
+        """Until the phase's command is seen for a transaction committed in (after, until]
+        (True), or `timeout_s` passes (False). Garbage of any transaction counts."""
+        key, event = self.wanted
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.05)
+            if message is None or message["data"] != event or key not in message["channel"]:
+                continue
+            lsn = Lsn(0) if self.phase == "gc" else self._lsn()
+            # A flip may move the visible LSN past `until` (to the stream's position).
+            if self.phase == "gc" or (after < lsn and (self.phase == "flip" or lsn <= until)):
+                return True
+        return False
+
+    def _lsn(self) -> Lsn:
+        if self.phase == "staging":
+            return Lsn(int(self.client.get(self.staged) or 0))
+        raw = self.client.hget(self.checkpoint, "visible")
+        return Lsn.parse(raw.decode()) if raw else Lsn(0)
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.config_set("notify-keyspace-events", "")
+        self.client.close()
+
+
+def _bulk(conn: psycopg.Connection[tuple[object, ...]], n: int) -> None:
+    """One transaction of 1,500 new rows of rel_a (ids of their own, never written again, so
+    a row lost to a kill stays lost), and one updating half of the previous bulk's rows (their
+    old versions become garbage to collect)."""
+    first = 10_000_000 + n * 10_000
+    conn.execute(
+        "INSERT INTO rel_a (id, title, body, source, n) SELECT g, 'bulk ' || g, "
+        "'bulk body ' || md5(g::text), 'docs', g %% 7 FROM generate_series(%s, %s) g",
+        [first, first + 1499],
+    )
+    if n:
+        conn.execute(
+            "UPDATE rel_a SET body = 'bulk body again ' || md5(id::text) "
+            "WHERE id BETWEEN %s AND %s AND id %% 2 = 0",
+            [first - 10_000, first - 10_000 + 1499],
+        )
+
+
+@pytest.mark.parametrize("phase", ["staging", "flip", "gc"])
+def test_sigkill_in_each_phase_of_the_write_path(
+    pg_dsn: str,
+    redis_url: str,
+    spawn_connector: Spawn,
+    scenario: ScenarioReport,
+    seed: int,
+    profile: Profile,
+    phase: str,
+) -> None:
+    """SIGKILL the daemon the moment Redis sees it start a phase: staging a batch (its versions
+    half written), flipping the visible LSN (before WAITAOF and the confirmation to Postgres),
+    or collecting garbage (superseded chunks half removed); restart it each time."""
+    # Pieces of 500 changes in slices of 200 rows: staging one takes tens of milliseconds, so
+    # the kill (a millisecond after the phase's first command) lands inside it.
+    settings = _settings(pg_dsn, redis_url, piece_rows=500)
+    writer = _writer(pg_dsn, seed, profile, duration_s=profile.writer_s)
+    scenario.fault_kind = f"SIGKILL at {phase}"
+    connector = spawn_connector(settings)
+    connector.wait_for_checkpoint(settings, profile.catch_up_s)
+    watch = _PhaseWatch(redis_url, settings.postgres.slot, phase)
+    missed = 0
+    try:
+        with (
+            psycopg.connect(pg_dsn, autocommit=True) as conn,
+            _under_faults(pg_dsn, settings, writer, connector, scenario, profile),
+        ):
+            for n in range(max(3, profile.kills // 3)):
+                time.sleep(0.3)  # the restarted daemon resumes first
+                before = current_wal_lsn(conn)
+                _bulk(conn, n)  # a large transaction for the phase to work on, next to the writer
+                if not watch.wait(before, current_wal_lsn(conn), 10):
+                    missed += 1
+                    continue
+                connector.kill()
+                scenario.faults += 1
+                connector.start()
+            time.sleep(1.0)
+            writer.stop()
+    finally:
+        watch.close()
+    assert scenario.faults >= 3, f"the {phase} phase was seen only {scenario.faults} times"
+    scenario.notes.append(f"{scenario.faults} kills at {phase} ({missed} waits timed out)")
 
 
 # --------------------------------------------------------------------------- 2, 3. restarts
