@@ -132,6 +132,39 @@ class ChatSettings(_Section):
     )
 
 
+VectorAlgorithm = Literal["hnsw", "flat"]
+VectorType = Literal["float32", "float16", "bfloat16", "int8", "uint8"]
+VectorDistance = Literal["cosine", "ip", "l2"]
+
+
+class VectorSettings(_Section):
+    """The vector field of a table's index (tables sharing an index share it). Options left
+    unset take RediSearch's defaults; HNSW options are refused with `flat`."""
+
+    algorithm: VectorAlgorithm = "hnsw"
+    type: VectorType = "float32"
+    distance: VectorDistance = "cosine"
+    initial_cap: int | None = Field(default=None, gt=0)
+    m: int | None = Field(default=None, ge=2, le=512)
+    ef_construction: int | None = Field(default=None, gt=0)
+    # The query-side EF_RUNTIME (search(ef_runtime=...) overrides it per search); unset: the
+    # connector's own, 4x the candidates it asks for and at least 100.
+    ef_runtime: int | None = Field(default=None, gt=0)
+    epsilon: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> VectorSettings:
+        if self.algorithm == "flat":
+            hnsw_only = ("m", "ef_construction", "ef_runtime", "epsilon")
+            given = [name for name in hnsw_only if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"vector.{given[0]} is an HNSW option, but vector.algorithm is flat: "
+                    'remove it, or set algorithm = "hnsw"'
+                )
+        return self
+
+
 class TableSettings(_Section):
     """One content table: which columns are text to embed and which are filterable metadata."""
 
@@ -142,6 +175,7 @@ class TableSettings(_Section):
     metadata: dict[str, IndexType] = Field(default_factory=dict)
     chunk_tokens: int = Field(default=256, gt=8, le=8192)
     chunk_overlap: int = Field(default=32, ge=0)
+    vector: VectorSettings = Field(default_factory=VectorSettings)
 
     @model_validator(mode="after")
     def _check(self) -> TableSettings:
@@ -177,10 +211,10 @@ class TableSettings(_Section):
 
 
 class PipelineSettings(_Section):
-    """How changes are grouped into atomic Redis writes."""
+    """How changes are grouped into batches, each staged and then made visible at once."""
 
-    # Bounded so one MULTI/EXEC (HNSW insertion inside) never holds Redis long: searches wait
-    # behind it. ~500 rows keep that under ~0.3 s at 384 dimensions on 2 cores (bench/).
+    # Rows per batch, and per slice a batch is planned and staged in (the next slice is
+    # planned while this one is staged).
     batch_max_rows: int = Field(default=500, gt=0)
     batch_max_wait_ms: int = Field(default=5, ge=0)
     queue_max_changes: int = Field(default=20_000, gt=0)

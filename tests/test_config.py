@@ -118,6 +118,56 @@ def test_example_config_documents_every_setting() -> None:
                 f"\n{setting} =" not in text
                 and f"\n# {setting} =" not in text
                 and (f"{setting}:" not in text)
+                and f"\n[{name}.{setting}]" not in example  # a sub-table of its own
             ):
                 missing.append(f"{name}.{setting}")
+    from connector.config import VectorSettings
+
+    vector = next(s for s in sections if s.startswith("tables.vector]"))
+    for setting in VectorSettings.model_fields:
+        if f"\n{setting} =" not in vector and f"\n# {setting} =" not in vector:
+            missing.append(f"tables.vector.{setting}")
     assert not missing, f"config.example.toml does not document: {missing}"
+
+
+def test_vector_options_are_checked_and_named() -> None:
+    from connector.config import VectorSettings
+
+    with pytest.raises(
+        ValueError, match=r"vector\.m is an HNSW option, but vector\.algorithm is flat"
+    ):
+        VectorSettings(algorithm="flat", m=16)
+    with pytest.raises(ValueError, match="type"):
+        VectorSettings.model_validate({"type": "float64"})
+    with pytest.raises(ValueError, match="distance"):
+        VectorSettings.model_validate({"distance": "manhattan"})
+    assert VectorSettings(algorithm="flat", type="float16").initial_cap is None
+
+
+def test_tables_sharing_an_index_must_share_its_vector_options(tmp_path: Path) -> None:
+    from connector.sink.schema import index_specs
+
+    two = (
+        GOOD
+        + """
+[[tables]]
+name = "public.notes"
+index = "documents"
+content = ["body"]
+[tables.vector]
+type = "float16"
+"""
+    )
+    settings = load_settings(
+        write(
+            tmp_path,
+            two.replace(
+                'content = ["title", "body"]', 'index = "documents"\ncontent = ["title", "body"]', 1
+            ),
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"table public.notes has other \[vector\] settings \(hnsw float16 cosine\)",
+    ):
+        index_specs(settings.tables)

@@ -426,7 +426,7 @@ class Connector:
                 durability.applied(self.checkpoint)
             # At least as many due rows as this slice staged: collection keeps up with the
             # rate rows are superseded (a backlog would crowd searches and fill memory).
-            self._collect(applier, _GC_BUSY_S, 2 * len(plan.rows) if plan is not None else 0)
+            self._collect(applier, _GC_BUSY_S, max(1, 2 * len(plan.rows) if plan else 0))
         finally:
             self._staging_commit = None
 

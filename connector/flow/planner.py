@@ -17,11 +17,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from connector.config import Settings
+from connector.config import Settings, VectorType
 from connector.core.changes import Op, RowChange
 from connector.core.chunking import Chunker, text_hash
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, RowState
+from connector.core.vectors import encode
 from connector.core.versions import (
     Manifest,
     Version,
@@ -70,6 +71,7 @@ class Planner:
             t.qualified_name: Chunker(encoding, t.chunk_tokens, t.chunk_overlap)
             for t in settings.tables
         }
+        self._types = {t.qualified_name: t.vector.type for t in settings.tables}
 
     def plan(self, effects: BatchEffects, visible: Lsn) -> BatchWrite:
         """The writes of `effects` for readers now at `visible`."""
@@ -187,15 +189,15 @@ class Planner:
     def _embed(self, batch: BatchWrite) -> None:
         """Fill every new chunk's vector: a stored one of the same text, or the provider's.
         Rows whose text the provider refused leave the batch as dead letters."""
-        todo: dict[str, list[NewChunk]] = {}
+        todo: dict[str, list[tuple[NewChunk, VectorType]]] = {}
         self._reuse_stored(batch.rows, todo)
         if not todo:
             return
         texts = list(todo)
         vectors, refused = self._embed_texts(texts)
         for text, vector in zip(texts, vectors, strict=True):
-            for chunk in todo[text]:
-                chunk.vector = vector
+            for chunk, kind in todo[text]:  # the provider's FLOAT32, in the index's type
+                chunk.vector = encode(vector, kind) if vector is not None else None
         batch.stats.chunks_embedded += len(texts) - len(refused)
         failed_texts = {texts[i]: error for i, error in refused.items()}
         if failed_texts:  # the provider refused their text: dead-letter them, stage the others
@@ -209,11 +211,14 @@ class Planner:
                     batch.letters.append((_as_change(row.state), error))
             batch.rows = kept
 
-    def _reuse_stored(self, rows: list[RowWrite], todo: dict[str, list[NewChunk]]) -> None:
+    def _reuse_stored(
+        self, rows: list[RowWrite], todo: dict[str, list[tuple[NewChunk, VectorType]]]
+    ) -> None:
         """Take stored vectors of texts a row's versions already have; the rest join `todo`."""
         reuse: list[tuple[NewChunk, tuple[str, str, str]]] = []
         for row in rows:
             table, key = row.state.table.name, row.state.key
+            kind = self._types[table]
             stored = {id_text_hash(c): c for v in row.known for c in v.chunks}
             for chunk in row.chunks:
                 if chunk.vector is not None:
@@ -222,15 +227,15 @@ class Planner:
                 if old is not None and old != chunk.id:
                     reuse.append((chunk, (table, key, old)))
                 else:
-                    todo.setdefault(chunk.text, []).append(chunk)
+                    todo.setdefault(chunk.text, []).append((chunk, kind))
         if not reuse:
             return
         found = self.writer.chunk_fields([where for _chunk, where in reuse], "embedding")
-        for (chunk, _where), (vector,) in zip(reuse, found, strict=True):
+        for (chunk, where), (vector,) in zip(reuse, found, strict=True):
             if vector:
                 chunk.vector = vector
             else:  # the old chunk is gone (collected, or removed by hand): embed again
-                todo.setdefault(chunk.text, []).append(chunk)
+                todo.setdefault(chunk.text, []).append((chunk, self._types[where[0]]))
 
     def _embed_texts(self, texts: list[str]) -> tuple[list[bytes | None], dict[int, str]]:
         """The provider's vectors for `texts`, and the errors of the texts it refused."""

@@ -15,7 +15,7 @@ from connector.core.lsn import Lsn
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.memory import eviction_policy, judge_policy, memory_usage
 from connector.sink.redis_client import client_for, command, text
-from connector.sink.schema import IndexSpec, index_specs
+from connector.sink.schema import IndexSpec, index_specs, read_meta
 from connector.sink.view import read_view, scan_manifests
 from connector.source.replication import conninfo, describe_dsn
 from connector.source.server import current_wal_lsn
@@ -31,6 +31,8 @@ class IndexStatus:
     expected_chunks: int = 0  # chunk hashes the rows' visible and pending versions list
     missing_chunks: int = 0  # of those, the ones Redis no longer holds
     superseded: int = 0  # row versions no reader needs any more: garbage collection's backlog
+    vector: str = ""  # the vector options the index was built with (its P:meta)
+    vector_memory_mb: float = 0.0  # FT.INFO vector_index_sz_mb
 
 
 @dataclass
@@ -133,9 +135,10 @@ def _fill_memory(status: Status, settings: Settings, client: redis.Redis) -> Non
 def _index_status(client: redis.Redis, spec: IndexSpec, slot: str) -> IndexStatus:
     try:
         info = command(client, "FT.INFO", spec.name)
-        chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
     except redis.ResponseError:  # no index yet
-        chunks = 0
+        info = {}
+    chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
+    memory = float(info.get(b"vector_index_sz_mb", 0) or 0) if isinstance(info, dict) else 0.0
     view = read_view(client, slot, spec.keys, spec.tables)
     rows = superseded = 0
     listed: list[str] = []
@@ -149,7 +152,10 @@ def _index_status(client: redis.Redis, spec: IndexSpec, slot: str) -> IndexStatu
         listed += {spec.keys.chunk(table, row, c) for v in live for c in v.chunks}
     missing = _count_missing(client, listed)
     dead = int(client.xlen(spec.keys.deadletter))
-    return IndexStatus(spec.name, rows, chunks, dead, len(listed), missing, superseded)
+    vector = read_meta(client, spec).get("vector", "")
+    return IndexStatus(
+        spec.name, rows, chunks, dead, len(listed), missing, superseded, vector, memory
+    )
 
 
 def _count_missing(client: redis.Redis, keys: list[str], batch: int = 1000) -> int:
@@ -188,7 +194,8 @@ def render(status: Status) -> str:
     for index in status.indexes:
         lines.append(
             f"index {index.name:<13} {index.rows} rows, {index.chunks} chunks (manifests list "
-            f"{index.expected_chunks}), {index.dead_letters} dead letters"
+            f"{index.expected_chunks}), {index.dead_letters} dead letters; vectors "
+            f"{index.vector or 'unknown'}, {index.vector_memory_mb:.1f} MB"
         )
     if status.counters:
         lines.append(

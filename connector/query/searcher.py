@@ -26,6 +26,7 @@ from connector.config import Settings, load_settings
 from connector.core.keys import checkpoint_key, decode_key
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import TAG_SEPARATOR, tag_text
+from connector.core.vectors import encode
 from connector.core.versions import Manifest, id_lsn
 from connector.embed import make_embedder
 from connector.embed.base import Embedder
@@ -65,7 +66,9 @@ class Hit:
     key: tuple[str, ...]
     chunk: int
     content: str
-    score: float  # cosine similarity (1 = same direction); a fused rank score when hybrid
+    # cosine similarity with `distance = "cosine"`, the inner product with "ip", 1 / (1 + squared
+    # L2 distance) with "l2"; a fused rank score when hybrid
+    score: float
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -156,6 +159,7 @@ class Searcher:
         self.embedder = embedder
         self.slot = slot
         self._checked = False
+        self._score = _closeness if spec.vector.distance == "l2" else _similarity
         self._vectors: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = query_cache_size
         self._cache_lock = threading.Lock()
@@ -189,7 +193,7 @@ class Searcher:
                 f"index {self.spec.name} has no data yet (no {self.spec.keys.meta}): is the "
                 "connector running against this Redis?"
             )
-        check_meta(self.spec.name, meta, embedding_meta(self.embedder))
+        check_meta(self.spec.name, meta, embedding_meta(self.embedder, self.spec.vector))
         self._checked = True
 
     def wait_for(self, min_lsn: Lsn | str, timeout_s: float = 5.0) -> Lsn:
@@ -221,17 +225,23 @@ class Searcher:
         min_lsn: Lsn | str | None = None,
         hybrid: bool = False,
         timeout_s: float = 5.0,
+        ef_runtime: int | None = None,
     ) -> list[Hit]:
+        """The k best hits for `text`. `ef_runtime` overrides the index's HNSW EF_RUNTIME
+        (`vector.ef_runtime`) for this search."""
         if k <= 0:
             raise QueryError(f"k must be a positive number of results, not {k}")
+        if ef_runtime is not None and ef_runtime <= 0:
+            raise QueryError(f"ef_runtime must be a positive number, not {ef_runtime}")
         query = build_query(self.spec.fields, filters)  # bad input is refused before any I/O
         self._check_model()
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
-        vector = self.embed_query(text)
+        vector = encode(self.embed_query(text), self.spec.vector.type)
+        ef = ef_runtime or self.spec.vector.ef_runtime
         for _attempt in range(_VIEW_ATTEMPTS):
             try:
-                return self._search(text, vector, query, k, hybrid)
+                return self._search(text, vector, query, k, hybrid, ef)
             except _ViewTooOld:
                 continue  # the versions it needed were collected: read the visible LSN again
         raise RedisIndexError(
@@ -239,7 +249,9 @@ class Searcher:
             "them; retry"
         )
 
-    def _search(self, text: str, vector: bytes, query: Query, k: int, hybrid: bool) -> list[Hit]:
+    def _search(
+        self, text: str, vector: bytes, query: Query, k: int, hybrid: bool, ef: int | None
+    ) -> list[Hit]:
         """One search at one view, usually in two round trips: the view's reads with the
         queries queued after them (Redis runs them in order, so the queries see the index as
         of the view), then the manifests of the hits, which keep only the versions current at
@@ -256,27 +268,27 @@ class Searcher:
         if query.clauses:
             command(pipe, *self._count_args(query))
         else:
-            for args in self._legs(text, vector, query, wanted, hybrid, None, ""):
+            for args in self._legs(text, vector, query, wanted, hybrid, None, _How("", ef)):
                 command(pipe, *args)
         replies = pipe.execute()
         view = parse_view(replies[:reads], tables)
         answers = replies[reads:]
-        policy = _policy(answers[0]) if query.clauses else ""
+        how = _How(_policy(answers[0]) if query.clauses else "", ef)
         if query.clauses:
-            answers = self._run_legs(text, vector, query, wanted, hybrid, None, policy)
+            answers = self._run_legs(text, vector, query, wanted, hybrid, None, how)
         found = [search_docs(answer) for answer in answers]
         # Manifests of the top `need` candidates of each ranking first: the others only if
         # staged or superseded versions were among those.
         manifests = self._manifests([hit for leg in found for hit in leg[:need]])
-        hits = self._top(found[0], need, view, manifests, _similarity)
+        hits = self._top(found[0], need, view, manifests, self._score)
         if len(hits) < need and len(found[0]) >= wanted and view.pending:
             # Staged versions crowded the top: ask again for versions at or below the view.
-            answers = self._run_legs(text, vector, query, wanted, hybrid, view, policy)
+            answers = self._run_legs(text, vector, query, wanted, hybrid, view, how)
             found = [search_docs(answer) for answer in answers]
             manifests = self._manifests([hit for leg in found for hit in leg[:need]])
-            hits = self._top(found[0], need, view, manifests, _similarity)
+            hits = self._top(found[0], need, view, manifests, self._score)
         if len(hits) < need and len(found[0]) >= wanted:  # superseded versions crowded the top
-            hits = self._knn(vector, query, need, view, policy, wanted, len(hits))
+            hits = self._knn(vector, query, need, view, how, wanted, len(hits))
         if hybrid:
             bm25 = self._top(found[1], need, view, manifests, _no_score) if found[1:] else []
             hits = fuse_rankings(hits, bm25)
@@ -290,11 +302,11 @@ class Searcher:
         wanted: int,
         hybrid: bool,
         view: View | None,
-        policy: str,
+        how: _How,
     ) -> list[object]:
         """The replies of the search's legs (`_legs`), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        for args in self._legs(text, vector, query, wanted, hybrid, view, policy):
+        for args in self._legs(text, vector, query, wanted, hybrid, view, how):
             command(pipe, *args)
         return list(pipe.execute())
 
@@ -325,28 +337,31 @@ class Searcher:
         wanted: int,
         hybrid: bool,
         view: View | None,
-        policy: str,
+        how: _How,
     ) -> list[list[EncodableT]]:
         """The FT.SEARCH commands of a search: the KNN, and the BM25 leg of a hybrid one; with
         the visibility filter at `view` (None: nothing is pending)."""
-        legs = [self._knn_args(vector, query, wanted, view, policy)]
+        legs = [self._knn_args(vector, query, wanted, view, how)]
         words = _WORD.findall(text) if hybrid else []
         if words:
             legs.append(self._bm25_args(words, query, wanted, view))
         return legs
 
     def _knn_args(
-        self, vector: bytes, query: Query, wanted: int, view: View | None, policy: str
+        self, vector: bytes, query: Query, wanted: int, view: View | None, how: _How
     ) -> list[EncodableT]:
         # With no filter of the user's, RediSearch picks how to apply the visibility filter
         # (HYBRID_POLICY BATCHES missed rows while a resync doubled every vector: not used).
         clauses = [visibility_clause(view.visible)] if view is not None else []
         visible = Query([*query.clauses, *clauses], dict(query.params))
         param = visible.param(vector)
-        if policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
+        if how.policy == "ADHOC_BF":  # brute force over the few filtered documents: exact
             options = "HYBRID_POLICY ADHOC_BF"
+        elif self.spec.vector.algorithm == "flat":  # exact already: no EF_RUNTIME
+            options = how.policy
         else:
-            options = f"EF_RUNTIME {max(_MIN_EF, 4 * wanted)} {policy}".strip()
+            ef = how.ef_runtime or max(_MIN_EF, 4 * wanted)
+            options = f"EF_RUNTIME {max(ef, wanted)} {how.policy}".strip()
         knn = f"[KNN {wanted} @embedding {param} {options} AS __score]"
         return self._search_args(f"({visible.where})=>{knn}", visible, wanted, True)
 
@@ -366,7 +381,7 @@ class Searcher:
         query: Query,
         k: int,
         view: View,
-        policy: str,
+        how: _How,
         wanted: int,
         current: int,
     ) -> list[Hit]:
@@ -376,9 +391,9 @@ class Searcher:
         while True:
             wanted = _widened(wanted, k, current)
             found = search_docs(
-                command(self.client, *self._knn_args(vector, query, wanted, at, policy))
+                command(self.client, *self._knn_args(vector, query, wanted, at, how))
             )
-            hits = self._current(found, view, self._manifests(found), _similarity)
+            hits = self._current(found, view, self._manifests(found), self._score)
             if len(hits) >= k or len(found) < wanted or wanted >= _MAX_FETCH:
                 return hits
             current = len(hits)
@@ -446,6 +461,15 @@ class Searcher:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _How:
+    """How a search's KNN runs: its HYBRID_POLICY (from the count of a user filter's
+    matches), and an EF_RUNTIME asked for by the search or the index settings."""
+
+    policy: str
+    ef_runtime: int | None
+
+
 def _widened(wanted: int, need: int, current: int) -> int:
     """How many candidates to ask for after `current` of `wanted` were current: enough for
     `need` at that share, with a margin (and at least twice as many), up to the cap."""
@@ -454,7 +478,14 @@ def _widened(wanted: int, need: int, current: int) -> int:
 
 
 def _similarity(values: dict[str, str]) -> float:
+    """COSINE and IP: RediSearch's distance is 1 - similarity (cosine, or inner product)."""
     return 1.0 - float(values.get("__score", "1"))
+
+
+def _closeness(values: dict[str, str]) -> float:
+    """L2: RediSearch's distance is the squared Euclidean distance d; the score is 1 / (1 + d)
+    (1 for the same vector, towards 0 far away)."""
+    return 1.0 / (1.0 + float(values.get("__score", "inf")))
 
 
 def _no_score(_values: dict[str, str]) -> float:
@@ -559,10 +590,12 @@ def search(
     index: str | None = None,
     hybrid: bool = False,
     timeout_s: float = 5.0,
+    ef_runtime: int | None = None,
 ) -> list[Hit]:
     """Search the synced index. `settings` default: load_settings() ($CONNECTOR_CONFIG)."""
     if settings is None:
         if not _DEFAULT_SETTINGS:
             _DEFAULT_SETTINGS.append(load_settings())
         settings = _DEFAULT_SETTINGS[0]
-    return searcher(settings, index).search(text, k, filters, min_lsn, hybrid, timeout_s)
+    found = searcher(settings, index)
+    return found.search(text, k, filters, min_lsn, hybrid, timeout_s, ef_runtime)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _QUEUE_MAX = 100_000  # superseded rows remembered; beyond this the sweep finds them
 _SWEEP_COUNT = 200  # keys the sweep reads per step
+_BUSY_SWEEP_S = 1.0  # while batches keep coming, a sweep step at most this often
 
 
 @dataclass(slots=True)
@@ -52,6 +53,7 @@ class Collector:
         self._history: deque[tuple[float, Lsn]] = deque([(time.monotonic(), visible)])
         self._queue: deque[tuple[float, str, str]] = deque()
         self._sweep = _Sweep(self._indexes)
+        self._next_sweep = 0.0
         self.stats = GcStats()
 
     @property
@@ -78,7 +80,8 @@ class Collector:
     def step(self, budget_s: float = 0.005, at_least: int = 0) -> int:
         """Collect for about `budget_s` of wall time, and at least `at_least` superseded rows
         that are due (so that collection keeps up with a steady stream of updates); returns
-        the rows and chunks it looked at."""
+        the rows and chunks it looked at. A step with `at_least` (between busy batches) takes
+        a step of the sweep only now and then."""
         settled = self.settled()
         if not settled:
             return 0
@@ -95,7 +98,11 @@ class Collector:
                 _at, table, key = self._queue.popleft()
                 batch.append((table, key))
             done += self._collect_rows(batch, settled)
-        if time.monotonic() < deadline:
+        now = time.monotonic()
+        if now < deadline and (not at_least or now >= self._next_sweep):
+            # Between busy batches the sweep (for leftovers, never urgent) takes a step at most
+            # every _BUSY_SWEEP_S: each step costs a SCAN and reads, and latency is precious.
+            self._next_sweep = now + _BUSY_SWEEP_S
             done += self._sweep_step(settled)
         return done
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
 
-from connector.config import TableSettings
+from connector.config import TableSettings, VectorSettings
 from connector.core.keys import Keyspace
 from connector.core.pgtypes import TAG_SEPARATOR
 from connector.errors import ConfigError, ModelMismatchError, RedisIndexError
@@ -53,6 +53,7 @@ class IndexSpec:
     name: str
     fields: dict[str, str]  # metadata field -> tag | numeric | text
     tables: tuple[str, ...]
+    vector: VectorSettings = field(default_factory=VectorSettings)
 
     @property
     def keys(self) -> Keyspace:
@@ -60,12 +61,20 @@ class IndexSpec:
 
 
 def index_specs(tables: Iterable[TableSettings]) -> dict[str, IndexSpec]:
-    """Group tables by index name; tables sharing an index share its metadata fields."""
+    """Group tables by index name; tables sharing an index share its metadata fields and its
+    vector field."""
     fields: dict[str, dict[str, str]] = {}
     members: dict[str, list[str]] = {}
+    vectors: dict[str, VectorSettings] = {}
     for table in tables:
         merged = fields.setdefault(table.index_name, {})
         members.setdefault(table.index_name, []).append(table.qualified_name)
+        if vectors.setdefault(table.index_name, table.vector) != table.vector:
+            raise ConfigError(
+                f"index {table.index_name}: table {table.qualified_name} has other [vector] "
+                f"settings ({describe_vector(table.vector)}) than another table of the index "
+                f"({describe_vector(vectors[table.index_name])}); give them the same"
+            )
         for column, kind in table.metadata.items():
             if column in RESERVED_FIELDS:
                 raise ConfigError(
@@ -78,7 +87,34 @@ def index_specs(tables: Iterable[TableSettings]) -> dict[str, IndexSpec]:
                     f"index {table.index_name}: metadata field {column!r} is {merged[column]} for "
                     f"one table and {kind} for {table.qualified_name}; give them one type"
                 )
-    return {name: IndexSpec(name, fields[name], tuple(members[name])) for name in fields}
+    return {
+        name: IndexSpec(name, fields[name], tuple(members[name]), vectors[name]) for name in fields
+    }
+
+
+def describe_vector(vector: VectorSettings) -> str:
+    """The vector options, as the index records them: `hnsw float32 cosine m=40 ...`."""
+    options = ("initial_cap", "m", "ef_construction", "ef_runtime", "epsilon")
+    given = [f"{name}={getattr(vector, name)}" for name in options if getattr(vector, name)]
+    return " ".join([vector.algorithm, vector.type, vector.distance, *given])
+
+
+def vector_args(vector: VectorSettings, dimensions: int) -> list[str]:
+    """The FT.CREATE attributes of the `embedding` field."""
+    attributes = [
+        "TYPE", vector.type.upper(), "DIM", str(dimensions),
+        "DISTANCE_METRIC", vector.distance.upper(),
+    ]  # fmt: skip
+    for name, value in (
+        ("INITIAL_CAP", vector.initial_cap),
+        ("M", vector.m),
+        ("EF_CONSTRUCTION", vector.ef_construction),
+        ("EF_RUNTIME", vector.ef_runtime),
+        ("EPSILON", vector.epsilon),
+    ):
+        if value is not None:
+            attributes += [name, str(value)]
+    return [vector.algorithm.upper(), str(len(attributes)), *attributes]
 
 
 def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
@@ -93,19 +129,16 @@ def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
     ]  # fmt: skip
     for column, kind in spec.fields.items():
         args += [column, *_FIELD_ARGS[kind]]
-    args += [
-        "embedding", "VECTOR", "HNSW", "6",
-        "TYPE", "FLOAT32", "DIM", str(dimensions), "DISTANCE_METRIC", "COSINE",
-    ]  # fmt: skip
-    return args
+    return [*args, "embedding", "VECTOR", *vector_args(spec.vector, dimensions)]
 
 
 def ensure_index(client: redis.Redis, spec: IndexSpec, model: Model) -> bool:
     """Create the index if it does not exist, and make sure it was built with this model.
     True when an index of an older schema was dropped (its tables must be copied again)."""
-    expected = embedding_meta(model)
+    expected = embedding_meta(model, spec.vector)
     meta = read_meta(client, spec)
     dropped = False
+    check_server_supports(client, spec)
     if meta:
         check_model(spec.name, meta, expected)
         if meta.get("schema_version") != SCHEMA_VERSION:
@@ -143,13 +176,48 @@ def read_meta(client: redis.Redis, spec: IndexSpec) -> dict[str, str]:
     return {text(k): text(v) for k, v in client.hgetall(spec.keys.meta).items()}
 
 
-def embedding_meta(model: Model) -> dict[str, str]:
+def embedding_meta(model: Model, vector: VectorSettings) -> dict[str, str]:
     return {
         "provider": model.provider,
         "model": model.model,
         "dimensions": str(model.dimensions),
+        "vector": describe_vector(vector),
         "schema_version": SCHEMA_VERSION,
     }
+
+
+# The first RediSearch with INT8 and UINT8 vectors (Redis 8.0).
+_INTEGER_VECTORS_SINCE = 80000
+
+
+def check_server_supports(client: redis.Redis, spec: IndexSpec) -> None:
+    """Refuse vector types the server's RediSearch does not have, naming the setting."""
+    if spec.vector.type not in ("int8", "uint8"):
+        return
+    version = search_module_version(client)
+    if version is not None and version < _INTEGER_VECTORS_SINCE:
+        raise ConfigError(
+            f"index {spec.name}: vector.type = {spec.vector.type} needs RediSearch 8.0 or later "
+            f"(Redis 8), and this server runs RediSearch {_version_text(version)}: use float32, "
+            "float16 or bfloat16, or upgrade the server"
+        )
+
+
+def search_module_version(client: redis.Redis) -> int | None:
+    """RediSearch's version as MODULE LIST reports it (20 10 05 -> 21005), None if unknown."""
+    try:
+        modules = client.module_list()
+    except redis.ResponseError:  # MODULE refused (managed Redis): let FT.CREATE decide
+        return None
+    for module in modules:
+        entry = {text(k): v for k, v in module.items()}
+        if text(entry.get("name")) in ("search", "ft"):
+            return int(entry.get("ver", 0))
+    return None
+
+
+def _version_text(version: int) -> str:
+    return f"{version // 10000}.{version // 100 % 100}.{version % 100}"
 
 
 def check_meta(index: str, meta: Mapping[str, str], expected: Mapping[str, str]) -> None:
@@ -172,3 +240,10 @@ def check_model(index: str, meta: Mapping[str, str], expected: Mapping[str, str]
                 f"{expected['provider']}/{expected['model']} ({expected['dimensions']} "
                 "dimensions): set [embedding] back, or drop the index and resync"
             )
+    # An index of a connector that did not record its vector options has the defaults.
+    built = meta.get("vector", describe_vector(VectorSettings()))
+    if built != expected["vector"]:
+        raise ModelMismatchError(
+            f"index {index} was built with vector options {built!r} but the settings say "
+            f"{expected['vector']!r}: set [tables.vector] back, or drop the index and resync"
+        )
