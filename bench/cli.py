@@ -12,7 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import embedding, freshness, ingest, large, queries, resources, served, snapshot
+from bench import (
+    embedding,
+    freshness,
+    ingest,
+    large,
+    queries,
+    resources,
+    served,
+    snapshot,
+    vectors,
+)
 from bench.env import Services, machine_info, quiet_logs, start_services
 from bench.report import BenchResult, result_payload, table, write_json
 from bench.sizes import Sizes
@@ -27,6 +37,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "embedding": embedding.run,
     "served": served.run,
     "large": large.run,
+    "vectors": vectors.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -75,7 +75,7 @@ def _update(scene: Scenario, rows: list[Row], per_txn: int = 100) -> None:
         for start in range(0, len(rows), per_txn):
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(
-                    "UPDATE documents SET body = %s, updated_at = now() WHERE id = %s",
+                    "UPDATE documents SET body = %s WHERE id = %s",
                     [(row.body, row.id) for row in rows[start : start + per_txn]],
                 )
         lsn = current_lsn(conn)

@@ -1,5 +1,5 @@
 """8. one large transaction: a single `INSERT ... SELECT` of N single-chunk rows (full 1,000,000,
-quick 50,000) while the connector streams. Measured, in the same run:
+quick 50,000, or CONNECTOR_BENCH_LARGE_ROWS) while the connector streams. Measured, in the same run:
 
 - from its commit until all of it is searchable, as rows/s, next to the connector's own ingest
   rate on the same kind of rows (`COPY`, 1,000 rows per transaction, measured first in the same
@@ -12,6 +12,7 @@ quick 50,000) while the connector streams. Measured, in the same run:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -35,7 +36,7 @@ SELECT g, 'large ' || g,
        md5(g::text) || ' ' || md5((g * 7)::text) || ' row ' || g || ' of the large load ' ||
        md5((g * 13)::text),
        %s, ARRAY['large']
-FROM generate_series(%s, %s) AS g
+FROM generate_series(%s::bigint, %s::bigint) AS g
 """
 
 
@@ -72,7 +73,7 @@ class Reader(threading.Thread):
 
 def run(services: Services, sizes: Sizes) -> BenchResult:
     result = BenchResult("large")
-    rows = sizes.large_transaction_rows
+    rows = int(os.environ.get("CONNECTOR_BENCH_LARGE_ROWS", sizes.large_transaction_rows))
     with scenario(services, sizes.dimensions[0]) as scene, scene.daemon() as daemon:
         wait_streaming(daemon)
         ingest_s = _ingest(scene)
@@ -81,7 +82,7 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         reader.start()
         try:
             with scene.connect() as conn:
-                conn.execute(_INSERT, ["load", WARMUP_ROWS + 1, WARMUP_ROWS + rows])
+                conn.execute(_INSERT, ["large", WARMUP_ROWS + 1, WARMUP_ROWS + rows])
                 committed = time.perf_counter()
                 lsn = current_lsn(conn)
             print(f"  committed {rows:,} rows in one transaction", flush=True)
