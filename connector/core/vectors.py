@@ -55,7 +55,7 @@ def _bfloat16(vector: bytes) -> bytes:
 
 
 def decode(vector: bytes, kind: VectorType) -> list[float]:
-    """The values of a vector stored in `kind` (for tests and `verify`)."""
+    """The values of a vector stored in `kind` (the inverse of `encode`, within its precision)."""
     if kind == "float32":
         values = array("f")
         values.frombytes(vector)

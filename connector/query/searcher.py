@@ -275,7 +275,7 @@ class Searcher:
         answers = replies[reads:]
         how = _How(_policy(answers[0]) if query.clauses else "", ef)
         if query.clauses:
-            answers = self._run_legs(text, vector, query, wanted, hybrid, None, how)
+            answers = self._run_legs(self._legs(text, vector, query, wanted, hybrid, None, how))
         found = [search_docs(answer) for answer in answers]
         # Manifests of the top `need` candidates of each ranking first: the others only if
         # staged or superseded versions were among those.
@@ -283,7 +283,7 @@ class Searcher:
         hits = self._top(found[0], need, view, manifests, self._score)
         if len(hits) < need and len(found[0]) >= wanted and view.pending:
             # Staged versions crowded the top: ask again for versions at or below the view.
-            answers = self._run_legs(text, vector, query, wanted, hybrid, view, how)
+            answers = self._run_legs(self._legs(text, vector, query, wanted, hybrid, view, how))
             found = [search_docs(answer) for answer in answers]
             manifests = self._manifests([hit for leg in found for hit in leg[:need]])
             hits = self._top(found[0], need, view, manifests, self._score)
@@ -294,19 +294,10 @@ class Searcher:
             hits = fuse_rankings(hits, bm25)
         return hits[:k]
 
-    def _run_legs(
-        self,
-        text: str,
-        vector: bytes,
-        query: Query,
-        wanted: int,
-        hybrid: bool,
-        view: View | None,
-        how: _How,
-    ) -> list[object]:
-        """The replies of the search's legs (`_legs`), in one round trip."""
+    def _run_legs(self, legs: list[list[EncodableT]]) -> list[object]:
+        """The replies of a search's legs (`_legs`), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        for args in self._legs(text, vector, query, wanted, hybrid, view, how):
+        for args in legs:
             command(pipe, *args)
         return list(pipe.execute())
 
