@@ -24,7 +24,7 @@ from bench.env import num_docs
 from connector.config import Settings
 from connector.core.lsn import Lsn
 from connector.embed import HashingEmbedder
-from connector.sink.schema import IndexSpec, _schema_args, index_specs
+from connector.sink.schema import IndexSpec, index_specs, schema_args
 from connector.source.replication import wal2json_options
 from connector.testing.services import postgres_bindir
 
@@ -116,7 +116,7 @@ def redis_write(
     spec = ceiling_spec(settings)
     client = redis.Redis.from_url(url)
     try:
-        client.execute_command(*_schema_args(spec, settings.embedding.dimensions))
+        client.execute_command(*schema_args(spec, settings.embedding.dimensions))
         table = settings.tables[0].qualified_name
         started = time.perf_counter()
         for start in range(0, len(mappings), batch):

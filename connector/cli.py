@@ -150,6 +150,22 @@ def _cmd_resync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+    from connector.embed import make_embedder
+    from connector.ops.reindex import reindex
+
+    settings = load_settings(args.config)
+    embedder = make_embedder(settings.embedding)  # its model only: the daemon embeds
+    try:
+        return reindex(
+            settings, embedder, args.table, dry_run=args.dry_run, cancel=args.cancel,
+            force=args.force, wait=not args.no_wait,
+        )  # fmt: skip
+    finally:
+        embedder.close()
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from connector.config import load_settings
     from connector.embed import make_embedder
@@ -208,6 +224,19 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _add_config(resync)
     resync.add_argument("--table", action="append", help="only this table (repeatable)")
     resync.set_defaults(handler=_cmd_resync)
+
+    reindex = sub.add_parser(
+        "reindex", help="rebuild an index behind its alias while the connector runs"
+    )
+    _add_config(reindex)
+    reindex.add_argument("--table", action="append", help="only this table's index (repeatable)")
+    reindex.add_argument("--dry-run", action="store_true", help="print the plan only")
+    reindex.add_argument("--cancel", action="store_true", help="drop a rebuild under way")
+    reindex.add_argument("--force", action="store_true", help="even if memory looks short")
+    reindex.add_argument(
+        "--no-wait", action="store_true", help="record the rebuild, do not follow it"
+    )
+    reindex.set_defaults(handler=_cmd_reindex)
 
     verify = sub.add_parser("verify", help="compare tables with the index; exit 1 on drift")
     _add_config(verify)

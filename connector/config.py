@@ -241,6 +241,17 @@ class PipelineSettings(_Section):
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class ReindexSettings(_Section):
+    """Rebuilds of an index behind its alias (`connector reindex`, sink.layout)."""
+
+    # Rebuild an index when the daemon starts with settings (model, vector options, chunking,
+    # tables) other than it was built with; off: the daemon refuses to start and names
+    # `connector reindex`. Metadata columns added or removed never need a rebuild.
+    auto: bool = False
+    # Keys of the index before a switch unlinked per step, between batches.
+    drop_step_keys: int = Field(default=500, gt=0)
+
+
 class ObservabilitySettings(_Section):
     """Prometheus metrics and Kubernetes probes, and the log format."""
 
@@ -268,6 +279,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     pipeline: PipelineSettings = PipelineSettings()
     chat: ChatSettings = ChatSettings()
+    reindex: ReindexSettings = ReindexSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     tables: list[TableSettings] = Field(default_factory=list)
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from connector.core.pgtypes import PgValue, metadata_field, tag_text
 from connector.embed import HashingEmbedder
 from connector.query import Searcher
-from connector.sink.redis_client import connect
-from connector.sink.schema import IndexSpec, ensure_index
+from connector.sink.redis_client import command, connect
+from connector.sink.schema import IndexSpec, embedding_meta, schema_args
 from connector.testing.config import write_config
 from connector.testing.daemon import spawn
 from connector.testing.openai_server import FakeOpenAI
@@ -36,7 +36,8 @@ def index(services: object) -> Iterator[Searcher]:
     assert isinstance(services, Services)
     client = connect(services.redis_url)
     client.flushall()
-    ensure_index(client, SPEC, EMBEDDER)
+    command(client, *schema_args(SPEC, EMBEDDER.dimensions))  # an index with no alias
+    client.hset("sec:meta", mapping=embedding_meta(EMBEDDER, SPEC.vector))
     client.hset("connector:sec_slot:checkpoint", "visible", "0/1")  # versions at LSN 1 show
     yield Searcher(client, SPEC, EMBEDDER, "sec_slot")
     client.flushall()

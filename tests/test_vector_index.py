@@ -13,9 +13,10 @@ import pytest
 from connector.config import Settings
 from connector.core.vectors import width
 from connector.embed import HashingEmbedder
-from connector.errors import ConfigError, ModelMismatchError
+from connector.errors import ConfigError
+from connector.flow.targets import prepare
 from connector.sink.redis_client import command, connect
-from connector.sink.schema import describe_vector, ensure_index, index_specs, vector_args
+from connector.sink.schema import describe_vector, vector_args
 from connector.testing.config import DOCUMENTS
 from connector.testing.daemon import DaemonThread
 from tests.support import insert, make_settings, synced
@@ -98,10 +99,10 @@ def test_every_vector_option_reaches_the_index_and_search_uses_it(
 
 def test_an_integer_vector_type_is_refused_on_an_older_server(redis_url: str) -> None:
     client = connect(redis_url)
+    client.flushall()
     settings = _settings("postgresql://unused", redis_url, type="int8")
-    spec = index_specs(settings.tables)["documents"]
     with pytest.raises(ConfigError, match=r"vector.type = int8 needs RediSearch 8.0 or later"):
-        ensure_index(client, spec, HashingEmbedder(256))
+        prepare(client, settings, HashingEmbedder(256), auto=False)
     client.close()
 
 
@@ -109,13 +110,15 @@ def test_an_index_built_with_other_vector_options_is_refused_with_the_fix(
     redis_url: str,
 ) -> None:
     client = connect(redis_url)
+    client.flushall()
     built = _settings("postgresql://unused", redis_url, type="float16")
-    ensure_index(client, index_specs(built.tables)["documents"], HashingEmbedder(256))
+    prepare(client, built, HashingEmbedder(256), auto=False)
     changed = _settings("postgresql://unused", redis_url, type="float32", m=40)
     with pytest.raises(
-        ModelMismatchError,
-        match=r"built with vector options 'hnsw float16 cosine' but the settings say "
-        r"'hnsw float32 cosine m=40': set \[tables.vector\] back",
+        ConfigError,
+        match=r"index documents was built with other settings than these \(vector "
+        r"'hnsw float16 cosine' -> 'hnsw float32 cosine m=40'\): run `connector reindex "
+        r"--table public.documents`",
     ):
-        ensure_index(client, index_specs(changed.tables)["documents"], HashingEmbedder(256))
+        prepare(client, changed, HashingEmbedder(256), auto=False)
     client.close()

@@ -24,6 +24,11 @@ def checkpoint_key(slot: str) -> str:
     return f"connector:{slot}:checkpoint"
 
 
+def alias_key(index: str) -> str:
+    """The record of an index name (a RediSearch alias): its physical indexes (sink.layout)."""
+    return f"connector:index:{index}"
+
+
 def staged_key(slot: str) -> str:
     """The LSN of the newest batch staging has started: while it is above the visible LSN,
     versions are pending, and a search they crowd asks again with the visibility filter."""

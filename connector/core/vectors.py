@@ -74,3 +74,12 @@ def decode(vector: bytes, kind: VectorType) -> list[float]:
     if kind == "int8":
         return [v / 127 for v in array("b", vector)]
     return [v / 127.5 - 1.0 for v in vector]
+
+
+def convert(vector: bytes, source: VectorType, target: VectorType) -> bytes:
+    """A vector stored in `source` as `target` (a rebuild that changes only the vector type
+    takes the old index's vectors: no embedding)."""
+    if source == target:
+        return vector
+    values = decode(vector, source)
+    return encode(struct.pack(f"<{len(values)}f", *values), target)

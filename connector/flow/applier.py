@@ -4,14 +4,16 @@ Planning and staging are separate steps so that the daemon and the copies can pl
 batch while this one is staged (flow.stager).
 
 Used by the daemon for every streamed batch and by the copies from a snapshot (the first start,
-`connector resync`). A batch is staged invisibly; it becomes visible when the checkpoint's visible
-LSN moves past it. The visible LSN never moves back: a replay re-applies changes from an older
-resume position while readers keep seeing the newest state.
+`connector resync`, a rebuild). A batch is planned and staged for each target (flow.targets: the
+current indexes, and a rebuild's new one while it runs), invisibly; it becomes visible when the
+checkpoint's visible LSN moves past it. The visible LSN never moves back: a replay re-applies
+changes from an older resume position while readers keep seeing the newest state.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import redis
 
@@ -19,15 +21,53 @@ from connector.config import Settings
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects
 from connector.embed.base import Embedder
-from connector.flow.planner import Planner, Reselect
+from connector.flow.planner import Donor, Planner, Reselect
+from connector.flow.targets import Target
 from connector.sink.gc import Collector
+from connector.sink.layout import current_specs
 from connector.sink.writer import ApplyStats, BatchWrite, IndexWriter
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class Plan:
+    """A planned batch: one write per target."""
+
+    writes: list[BatchWrite]
+
+    @property
+    def rows(self) -> int:
+        return max((len(w.rows) for w in self.writes), default=0)
+
+
+class _Part:
+    """One target's writer, planner and garbage collector."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        target: Target,
+        system_id: str,
+        reselect: Reselect | None,
+        collector: bool,
+        visible: Lsn,
+    ) -> None:
+        own = target.settings(settings)
+        self.writer = IndexWriter(client, own, system_id, target.specs)
+        donor = None
+        if target.donor:
+            types = {t: s.vector.type for s in target.donor.values() for t in s.tables}
+            donor = Donor(IndexWriter(client, own, system_id, target.donor), types)
+        self.planner = Planner(self.writer, own, target.embedder, reselect, donor,
+                               dead_letters=not target.rebuild)  # fmt: skip
+        self.collector = Collector(client, own, visible, target.specs) if collector else None
+
+
 class Applier:
-    """Plans, stages and flips batches of row states for every configured index."""
+    """Plans, stages and flips batches of row states for every target (default: the current
+    index of every configured index)."""
 
     def __init__(
         self,
@@ -37,19 +77,23 @@ class Applier:
         system_id: str = "",
         reselect: Reselect | None = None,
         collect_garbage: bool = False,
+        targets: list[Target] | None = None,
     ) -> None:
         self.client = client
         self.embedder = embedder
         self.system_id = system_id
-        self.writer = IndexWriter(client, settings, system_id)
-        self.planner = Planner(self.writer, settings, embedder, reselect)
+        if targets is None:
+            targets = [Target(current_specs(client, settings), list(settings.tables), embedder)]
+        # The first target's writer flips the checkpoint (one per slot, shared by all).
+        self.writer = IndexWriter(client, settings, system_id, targets[0].specs)
         self.stats = ApplyStats()
         self.visible = self.writer.visible()  # what readers see; it never moves back
-        self.collector = Collector(client, settings, self.visible) if collect_garbage else None
-        self._superseded: list[tuple[str, str]] = []  # rows staged since the last flip
-
-    def ensure_indexes(self) -> None:
-        self.writer.ensure_indexes(self.embedder)
+        self._parts = [
+            _Part(client, settings, t, system_id, reselect, collect_garbage, self.visible)
+            for t in targets
+        ]
+        self.collector = self._parts[0].collector
+        self._superseded: list[list[tuple[str, str]]] = [[] for _ in self._parts]
 
     def read_visible(self) -> None:
         """Take the visible LSN Redis holds (the applier never moves it back)."""
@@ -61,7 +105,9 @@ class Applier:
         self.read_visible()
 
     def raise_floor(self, table: str, lsn: Lsn) -> None:
-        self.writer.raise_floor(table, lsn)
+        for part in self._parts:
+            if table in part.writer.keys:
+                part.writer.raise_floor(table, lsn)
 
     def apply(
         self, effects: BatchEffects, checkpoint: Lsn | None, commit_time: float | None = None
@@ -70,34 +116,43 @@ class Applier:
         as a snapshot copy does until the whole copy is in)."""
         return self.stage(self.plan(effects), checkpoint, commit_time)
 
-    def plan(self, effects: BatchEffects) -> BatchWrite:
+    def plan(self, effects: BatchEffects) -> Plan:
         """The batch's writes (Python's work: decode, chunk, embed), for readers now at the
         visible LSN. It may run while an earlier batch of other rows is being staged."""
-        return self.planner.plan(effects, self.visible)
+        return Plan([part.planner.plan(effects, self.visible) for part in self._parts])
 
     def stage(
-        self, batch: BatchWrite, checkpoint: Lsn | None, commit_time: float | None = None
+        self, plan: Plan, checkpoint: Lsn | None, commit_time: float | None = None
     ) -> ApplyStats:
-        """Stage a planned batch (Redis's work), then flip to `checkpoint` unless None."""
-        stats = self.writer.stage(batch)
-        if self.collector is not None:
-            self._superseded += [(r.state.table.name, r.state.key) for r in batch.rows if r.known]
-        self.stats.add(stats)
+        """Stage a planned batch (Redis's work), then flip to `checkpoint` unless None. The
+        first target's statistics are the batch's."""
+        first = ApplyStats()
+        for n, (part, batch) in enumerate(zip(self._parts, plan.writes, strict=True)):
+            stats = part.writer.stage(batch)
+            if n == 0:
+                first = stats
+            if part.collector is not None:
+                self._superseded[n] += [
+                    (r.state.table.name, r.state.key) for r in batch.rows if r.known
+                ]
+        self.stats.add(first)
         if checkpoint is not None:
             self.flip(checkpoint, commit_time)
-        return stats
+        return first
 
     def flip(self, lsn: Lsn, commit_time: float | None = None) -> None:
         """Resume after `lsn`; readers see everything up to it (never less than before)."""
         visible = max(self.visible, lsn)
         self.writer.flip(lsn, visible, commit_time)
         self.visible = visible
-        if self.collector is not None:
-            self.collector.flipped(visible, self._superseded)
-            self._superseded = []
+        for n, part in enumerate(self._parts):
+            if part.collector is not None:
+                part.collector.flipped(visible, self._superseded[n])
+            self._superseded[n] = []
 
     def collect(self, budget_s: float, at_least: int = 0) -> None:
         """One bounded step of garbage collection (the daemon's, between batches): about
-        `budget_s`, and at least `at_least` due rows."""
-        if self.collector is not None:
-            self.collector.step(budget_s, at_least)
+        `budget_s`, and at least `at_least` due rows, for each target."""
+        for part in self._parts:
+            if part.collector is not None:
+                part.collector.step(budget_s / len(self._parts), at_least)

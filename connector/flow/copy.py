@@ -9,11 +9,15 @@ searches keep answering throughout: rows are replaced in place, never emptied fi
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import psycopg
 
+from connector.config import Settings
 from connector.core.changes import Transaction
 from connector.core.lsn import Lsn
 from connector.core.rows import collect
@@ -22,7 +26,15 @@ from connector.errors import ReplicationError
 from connector.flow.applier import Applier
 from connector.flow.stager import Stager
 from connector.progress import Progress
-from connector.source.snapshot import copy_table, count_rows
+from connector.source.replication import ReplicationConnection, conninfo
+from connector.source.snapshot import copy_table, count_rows, open_snapshot
+
+log = logging.getLogger(__name__)
+
+
+# Reports rows copied so far and rows to copy (a rebuild records them for `status`).
+Report = Callable[[int, int], None]
+_TEMPORARY_SLOTS = itertools.count(1)
 
 
 def copy_tables(
@@ -32,12 +44,15 @@ def copy_tables(
     at: Lsn,
     batch_rows: int,
     stop: threading.Event | None = None,
+    report: Report | None = None,
 ) -> int:
     """Write every row of `tables`, as `conn`'s snapshot sees them, as of LSN `at`."""
+    chosen = list(tables)
+    counts = [count_rows(conn, table) for table in chosen]
     copied = 0
     with Stager() as stager:  # each batch is staged while the next one is read and planned
-        for table in tables:
-            progress = Progress(f"snapshot of {table.name}", count_rows(conn, table))
+        for table, count in zip(chosen, counts, strict=True):
+            progress = Progress(f"snapshot of {table.name}", count)
             for rows in copy_table(conn, table, batch_rows):
                 if stop is not None and stop.is_set():
                     raise ReplicationError(f"stopped during the snapshot of {table.name}")
@@ -46,6 +61,36 @@ def copy_tables(
                 stager.submit((), functools.partial(applier.stage, plan, None))
                 progress.advance(len(rows))
                 copied += len(rows)
+                if report is not None:
+                    report(copied, sum(counts))
             stager.drain()
             progress.finish()
     return copied
+
+
+def copy_at_new_snapshot(
+    settings: Settings,
+    applier: Applier,
+    tables: list[TableInfo],
+    purpose: str,
+    stop: threading.Event | None = None,
+    report: Report | None = None,
+) -> tuple[Lsn, int]:
+    """Copy `tables` as of a fresh consistent snapshot (exported by a temporary slot, which
+    goes with its connection), and raise their floors to it: once readers are at that LSN they
+    see the copy, and rows the copy did not rewrite are hidden. Returns the LSN and the rows."""
+    name = f"{settings.postgres.slot}_{purpose}_{os.getpid()}_{next(_TEMPORARY_SLOTS)}"
+    repl = ReplicationConnection(settings.postgres, name)
+    try:
+        repl.connect()
+        at, snapshot = repl.create_slot(export_snapshot=True, temporary=True)
+        log.info("%s of %s from a snapshot at %s", purpose, ", ".join(t.name for t in tables), at)
+        with open_snapshot(conninfo(settings.postgres), snapshot) as conn:
+            batch = settings.pipeline.batch_max_rows
+            rows = copy_tables(conn, applier, tables, at, batch, stop, report)
+            conn.rollback()
+    finally:
+        repl.close()
+    for table in tables:
+        applier.raise_floor(table.name, at)
+    return at, rows

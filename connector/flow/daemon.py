@@ -44,19 +44,21 @@ from connector.errors import (
     ReplicationError,
     ResyncNeeded,
 )
-from connector.flow.applier import Applier
+from connector.flow.applier import Applier, Plan
 from connector.flow.copy import copy_tables
 from connector.flow.durability import Durability
 from connector.flow.monitor import Monitor, Progress
 from connector.flow.queue import ChangeQueue, Idle, Item
 from connector.flow.reader import Reader
+from connector.flow.rebuild import Rebuilds
 from connector.flow.stager import Stager
+from connector.flow.targets import Target, close_extra, prepare, targets
 from connector.logs import redact
 from connector.metrics import Metrics
 from connector.sink.checkpoint import Checkpoint, read_checkpoint
 from connector.sink.memory import WritePause, check_eviction_policy
 from connector.sink.redis_client import aof_enabled, client_for
-from connector.sink.writer import ApplyStats, BatchWrite
+from connector.sink.writer import ApplyStats
 from connector.source.catalog import inspect_table
 from connector.source.replication import ReplicationConnection, conninfo
 from connector.source.reselect import Reselector
@@ -70,6 +72,8 @@ T = TypeVar("T")
 # Wall time per garbage collection step, between batches and when the stream is idle.
 _GC_BUSY_S = 0.002
 _GC_IDLE_S = 0.02
+# How often the daemon looks at its indexes' records: a rebuild to switch, or one asked for.
+_LAYOUT_POLL_S = 0.25
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ReplicationError,
@@ -109,6 +113,8 @@ class Connector:
         # Oldest commit time of the batch being planned, and of the slice being staged.
         self._planning_commit: float | None = None
         self._staging_commit: float | None = None
+        self._rebuilds: Rebuilds | None = None
+        self._reconciled = False
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -148,20 +154,34 @@ class Connector:
         client = client_for(self.settings.redis)
         repl = ReplicationConnection(self.settings.postgres)
         reselector = Reselector(conninfo(self.settings.postgres))
+        rebuilds: Rebuilds | None = None
+        found: list[Target] = []
         try:
             client.ping()
             check_eviction_policy(client, self.settings.redis.allow_eviction)
             tables, system_id = self._inspect()
+            # The settings are held against the indexes once, at the first start; after that
+            # (a switch, a rebuild `connector reindex` asked for) Redis's layouts are followed.
+            layouts = prepare(
+                client, self.settings, self.embedder, self.settings.reindex.auto,
+                reconcile=not self._reconciled,
+            )  # fmt: skip
+            self._reconciled = True
+            found = targets(layouts, self.settings, self.embedder, client)
             applier = Applier(
-                client, self.settings, self.embedder, system_id, reselector, collect_garbage=True
-            )
-            applier.ensure_indexes()
+                client, self.settings, self.embedder, system_id, reselector,
+                collect_garbage=True, targets=found,
+            )  # fmt: skip
             self.redis_pause.accepted()
             self.applier = applier
+            rebuilds = Rebuilds(self.settings, layouts, found)
             repl.connect()
             start = self._prepare(repl, client, applier, tables)
-            self._stream(repl, client, applier, tables, start)
+            self._stream(repl, client, applier, tables, start, rebuilds)
         finally:
+            if rebuilds is not None:
+                rebuilds.close()
+            close_extra(found, self.embedder)
             reselector.close()
             repl.close()
             client.close()
@@ -236,6 +256,7 @@ class Connector:
         applier: Applier,
         tables: dict[str, TableInfo],
         start: Lsn,
+        rebuilds: Rebuilds,
     ) -> None:
         stop = threading.Event()
         pipeline = self.settings.pipeline
@@ -265,8 +286,10 @@ class Connector:
         self._catch_up_to = self._server_wal_lsn()
         self._streamed = True
         self.ready.set()
+        rebuilds.start(tables)  # after the stream started: their snapshots follow its position
+        self._rebuilds = rebuilds
         try:
-            self._apply_loop(queue, applier, tables, durability, reader, monitor, stop)
+            self._apply_loop(queue, applier, tables, durability, reader, monitor, stop, rebuilds)
         finally:
             self.ready.clear()
             stop.set()
@@ -321,9 +344,11 @@ class Connector:
         reader: Reader,
         monitor: Monitor,
         stop: threading.Event,
+        rebuilds: Rebuilds,
     ) -> None:
         pipeline = self.settings.pipeline
         stager = Stager()
+        next_poll = time.monotonic() + _LAYOUT_POLL_S
         try:
             while not stop.is_set() and not self.stop_event.is_set():
                 batch = queue.take(self._batch_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
@@ -333,6 +358,10 @@ class Connector:
                 self._planning_commit = None
                 if not batch and not stager.busy:  # idle: a longer step of garbage collection
                     stager.submit((), lambda: self._collect(applier, _GC_IDLE_S))
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + _LAYOUT_POLL_S
+                    if rebuilds.poll(applier.client, applier.visible):
+                        break  # a switch, or a rebuild asked for: start again with the layouts
             stager.drain()
         finally:
             stager.close()
@@ -341,6 +370,8 @@ class Connector:
 
     def _collect(self, applier: Applier, budget_s: float, at_least: int = 0) -> None:
         """A step of garbage collection (in the stager's thread: it writes to Redis too)."""
+        if self._rebuilds is not None:
+            self._rebuilds.retire(applier.client)
         collector = applier.collector
         if collector is None:
             return
@@ -402,7 +433,7 @@ class Connector:
 
     def _stage(
         self,
-        plan: BatchWrite | None,
+        plan: Plan | None,
         target: Lsn | None,
         commit_time: float | None,
         applier: Applier,
@@ -426,7 +457,7 @@ class Connector:
                 durability.applied(self.checkpoint)
             # At least as many due rows as this slice staged: collection keeps up with the
             # rate rows are superseded (a backlog would crowd searches and fill memory).
-            self._collect(applier, _GC_BUSY_S, max(1, 2 * len(plan.rows) if plan else 0))
+            self._collect(applier, _GC_BUSY_S, max(1, 2 * plan.rows if plan else 0))
         finally:
             self._staging_commit = None
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from connector.config import Settings, VectorType
 from connector.core.changes import Op, RowChange
 from connector.core.chunking import Chunker, text_hash
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, RowState
-from connector.core.vectors import encode
+from connector.core.tables import TableInfo
+from connector.core.vectors import convert, encode
 from connector.core.versions import (
     Manifest,
     Version,
@@ -53,8 +54,17 @@ class _Row:
     replaces: list[Version]  # pending versions at or after the change
 
 
+@dataclass(frozen=True, slots=True)
+class Donor:
+    """The index a rebuild with the same model replaces: its vectors are taken, not embedded."""
+
+    writer: IndexWriter
+    types: dict[str, VectorType]  # table -> the donor's vector type
+
+
 class Planner:
-    """Plans batches for `writer`'s indexes, embedding with `embedder`."""
+    """Plans batches for `writer`'s indexes (the tables of `settings`; rows of other tables
+    are left out), embedding with `embedder`."""
 
     def __init__(
         self,
@@ -62,26 +72,32 @@ class Planner:
         settings: Settings,
         embedder: Embedder,
         reselect: Reselect | None = None,
+        donor: Donor | None = None,
+        dead_letters: bool = True,
     ) -> None:
         self.writer = writer
         self.embedder = embedder
         self.reselect = reselect
+        self.donor = donor
+        self.dead_letters = dead_letters  # a rebuild's index leaves them to the current one
         encoding = get_encoding(settings.embedding.model)
+        self._tables = {t.qualified_name: t for t in settings.tables}
         self._chunkers = {
             t.qualified_name: Chunker(encoding, t.chunk_tokens, t.chunk_overlap)
             for t in settings.tables
         }
         self._types = {t.qualified_name: t.vector.type for t in settings.tables}
+        self._bound: dict[str, TableInfo] = {}
 
     def plan(self, effects: BatchEffects, visible: Lsn) -> BatchWrite:
         """The writes of `effects` for readers now at `visible`."""
-        states = list(effects.rows.values())
+        states = [self._bind(s) for s in effects.rows.values() if s.table.name in self._tables]
         manifests = self.writer.manifests([(s.table.name, s.key) for s in states])
         floors = self.writer.floors(s.table.name for s in states)
         batch = BatchWrite(
             rows=[],
-            truncated=dict(effects.truncated),
-            letters=list(effects.skipped),
+            truncated={t: lsn for t, lsn in effects.truncated.items() if t in self._tables},
+            letters=list(effects.skipped) if self.dead_letters else [],
             last_lsn=effects.last_lsn,
         )
         rows = []
@@ -105,6 +121,16 @@ class Planner:
         self._mend(batch)
         self._embed(batch)
         return batch
+
+    def _bind(self, state: RowState) -> RowState:
+        """The row read with this index's settings of its table (a rebuild's may differ)."""
+        wanted = self._tables[state.table.name]
+        if state.table.settings is wanted:
+            return state
+        bound = self._bound.get(state.table.name)
+        if bound is None or bound.key != state.table.key:
+            bound = self._bound[state.table.name] = replace(state.table, settings=wanted)
+        return replace(state, table=bound)
 
     def _mend(self, batch: BatchWrite) -> None:
         """A copy from a snapshot (resync, `verify --repair`) keeps unchanged chunks (no second
@@ -187,10 +213,18 @@ class Planner:
     # ----------------------------------------------------------------- vectors
 
     def _embed(self, batch: BatchWrite) -> None:
-        """Fill every new chunk's vector: a stored one of the same text, or the provider's.
-        Rows whose text the provider refused leave the batch as dead letters."""
+        """Fill every new chunk's vector: a stored one of the same text (in the row's versions,
+        or in the index a rebuild replaces), or the provider's. Rows whose text the provider
+        refused leave the batch as dead letters."""
+        self._reuse_stored(batch.rows)
+        if self.donor is not None:
+            self._reuse_donor(self.donor, batch.rows)
         todo: dict[str, list[tuple[NewChunk, VectorType]]] = {}
-        self._reuse_stored(batch.rows, todo)
+        for row in batch.rows:
+            kind = self._types[row.state.table.name]
+            for chunk in row.chunks:
+                if chunk.vector is None:
+                    todo.setdefault(chunk.text, []).append((chunk, kind))
         if not todo:
             return
         texts = list(todo)
@@ -199,43 +233,43 @@ class Planner:
             for chunk, kind in todo[text]:  # the provider's FLOAT32, in the index's type
                 chunk.vector = encode(vector, kind) if vector is not None else None
         batch.stats.chunks_embedded += len(texts) - len(refused)
-        failed_texts = {texts[i]: error for i, error in refused.items()}
-        if failed_texts:  # the provider refused their text: dead-letter them, stage the others
-            kept = []
-            for row in batch.rows:
-                errors = [failed_texts[c.text] for c in row.chunks if c.text in failed_texts]
-                error = errors[0] if errors else None
-                if error is None:
-                    kept.append(row)
-                else:
-                    batch.letters.append((_as_change(row.state), error))
-            batch.rows = kept
+        if refused:
+            _drop_refused(batch, {texts[i]: error for i, error in refused.items()})
 
-    def _reuse_stored(
-        self, rows: list[RowWrite], todo: dict[str, list[tuple[NewChunk, VectorType]]]
-    ) -> None:
-        """Take stored vectors of texts a row's versions already have; the rest join `todo`."""
+    def _reuse_stored(self, rows: list[RowWrite]) -> None:
+        """Take stored vectors of texts a row's versions already have."""
         reuse: list[tuple[NewChunk, tuple[str, str, str]]] = []
         for row in rows:
             table, key = row.state.table.name, row.state.key
-            kind = self._types[table]
             stored = {id_text_hash(c): c for v in row.known for c in v.chunks}
             for chunk in row.chunks:
-                if chunk.vector is not None:
-                    continue
-                old = stored.get(id_text_hash(chunk.id))
+                old = stored.get(id_text_hash(chunk.id)) if chunk.vector is None else None
                 if old is not None and old != chunk.id:
                     reuse.append((chunk, (table, key, old)))
-                else:
-                    todo.setdefault(chunk.text, []).append((chunk, kind))
+        if reuse:  # a chunk that is gone (collected, or removed by hand) is embedded again
+            found = self.writer.chunk_fields([where for _chunk, where in reuse], "embedding")
+            for (chunk, _where), (vector,) in zip(reuse, found, strict=True):
+                chunk.vector = vector or None
+
+    def _reuse_donor(self, donor: Donor, rows: list[RowWrite]) -> None:
+        """Take the vectors of texts the replaced index holds for the same rows, converted to
+        this index's type."""
+        wanting = [r for r in rows if any(c.vector is None for c in r.chunks)]
+        idents = [(r.state.table.name, r.state.key) for r in wanting]
+        reuse: list[tuple[NewChunk, tuple[str, str, str]]] = []
+        for row, manifest in zip(wanting, donor.writer.manifests(idents), strict=True):
+            table, key = row.state.table.name, row.state.key
+            stored = {id_text_hash(c): c for v in manifest.versions for c in v.chunks}
+            for chunk in row.chunks:
+                old = stored.get(id_text_hash(chunk.id)) if chunk.vector is None else None
+                if old is not None:
+                    reuse.append((chunk, (table, key, old)))
         if not reuse:
             return
-        found = self.writer.chunk_fields([where for _chunk, where in reuse], "embedding")
-        for (chunk, where), (vector,) in zip(reuse, found, strict=True):
+        found = donor.writer.chunk_fields([where for _chunk, where in reuse], "embedding")
+        for (chunk, (table, _key, _old)), (vector,) in zip(reuse, found, strict=True):
             if vector:
-                chunk.vector = vector
-            else:  # the old chunk is gone (collected, or removed by hand): embed again
-                todo.setdefault(chunk.text, []).append((chunk, self._types[where[0]]))
+                chunk.vector = convert(vector, donor.types[table], self._types[table])
 
     def _embed_texts(self, texts: list[str]) -> tuple[list[bytes | None], dict[int, str]]:
         """The provider's vectors for `texts`, and the errors of the texts it refused."""
@@ -243,6 +277,18 @@ class Planner:
             return list(self.embedder.embed(texts)), {}
         except EmbeddingRejected as exc:
             return exc.vectors, exc.errors
+
+
+def _drop_refused(batch: BatchWrite, refused: dict[str, str]) -> None:
+    """Rows with a text the provider refused become dead letters; the others are staged."""
+    kept = []
+    for row in batch.rows:
+        errors = [refused[c.text] for c in row.chunks if c.text in refused]
+        if errors:
+            batch.letters.append((_as_change(row.state), errors[0]))
+        else:
+            kept.append(row)
+    batch.rows = kept
 
 
 def _follow(state: RowState, manifest: Manifest, visible: Lsn) -> _Row | None:

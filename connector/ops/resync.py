@@ -10,7 +10,6 @@ Versions only ever add, so this runs safely next to a streaming connector.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -21,13 +20,13 @@ from connector.core.lsn import Lsn
 from connector.embed.base import Embedder
 from connector.errors import ConfigError
 from connector.flow.applier import Applier
-from connector.flow.copy import copy_tables
+from connector.flow.copy import copy_at_new_snapshot
+from connector.flow.targets import prepare, targets
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import client_for
 from connector.source.catalog import inspect_table
-from connector.source.replication import ReplicationConnection, conninfo
+from connector.source.replication import conninfo
 from connector.source.slots import slot_info
-from connector.source.snapshot import open_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +82,14 @@ def resync(settings: Settings, embedder: Embedder, only: list[str] | None = None
     with psycopg.connect(dsn, autocommit=True) as conn:
         tables = [inspect_table(conn, t) for t in settings.tables if t.qualified_name in chosen]
     client = client_for(settings.redis)
-    temporary_slot = f"{settings.postgres.slot}_resync_{os.getpid()}"
-    repl = ReplicationConnection(settings.postgres, temporary_slot)
     try:
-        applier = Applier(client, settings, embedder)
-        applier.ensure_indexes()
-        repl.connect()
-        at, snapshot = repl.create_slot(export_snapshot=True, temporary=True)
-        log.info("resync of %s from a snapshot at %s", ", ".join(chosen), at)
-        with open_snapshot(dsn, snapshot) as conn:
-            rows = copy_tables(conn, applier, tables, at, settings.pipeline.batch_max_rows)
-            conn.rollback()
-        for table in tables:
-            applier.raise_floor(table.name, at)
+        layouts = prepare(client, settings, embedder, auto=False)  # as the daemon would start
+        found = targets(layouts, settings, embedder, client, rebuilds=False)
+        applier = Applier(client, settings, embedder, targets=found)
+        at, rows = copy_at_new_snapshot(settings, applier, tables, "resync")
         _make_visible(settings, applier, at, everything=len(chosen) == len(settings.tables))
         log.info("resync done: %d rows copied, %d chunks embedded", rows,
                  applier.stats.chunks_embedded)  # fmt: skip
         return ResyncReport(at, rows, applier.stats.chunks_embedded)
     finally:
-        repl.close()  # the temporary slot goes with its connection
         client.close()

@@ -13,9 +13,10 @@ from connector.config import Settings
 from connector.core.keys import stats_key
 from connector.core.lsn import Lsn
 from connector.sink.checkpoint import read_checkpoint
+from connector.sink.layout import current_specs, read_record
 from connector.sink.memory import eviction_policy, judge_policy, memory_usage
 from connector.sink.redis_client import client_for, command, text
-from connector.sink.schema import IndexSpec, index_specs, read_meta
+from connector.sink.schema import IndexSpec, read_meta
 from connector.sink.view import read_view, scan_manifests
 from connector.source.replication import conninfo, describe_dsn
 from connector.source.server import current_wal_lsn
@@ -33,6 +34,10 @@ class IndexStatus:
     superseded: int = 0  # row versions no reader needs any more: garbage collection's backlog
     vector: str = ""  # the vector options the index was built with (its P:meta)
     vector_memory_mb: float = 0.0  # FT.INFO vector_index_sz_mb
+    physical: str = ""  # the physical index the alias points at
+    model: str = ""  # provider/model (dimensions) it was built with
+    rebuild: str = ""  # a rebuild in progress: into what, how far
+    retiring: str = ""  # the index before the last switch, being dropped
 
 
 @dataclass
@@ -100,7 +105,7 @@ def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
             status.lag_bytes = max(current.value - checkpoint.lsn.value, 0)
             commit_time = checkpoint.commit_time or checkpoint.updated_at
             status.lag_seconds = round(time.time() - commit_time, 3) if status.lag_bytes else 0.0
-        for spec in index_specs(settings.tables).values():
+        for spec in current_specs(client, settings).values():
             index = _index_status(client, spec, settings.postgres.slot)
             status.indexes.append(index)
             if index.missing_chunks:
@@ -152,10 +157,17 @@ def _index_status(client: redis.Redis, spec: IndexSpec, slot: str) -> IndexStatu
         listed += {spec.keys.chunk(table, row, c) for v in live for c in v.chunks}
     missing = _count_missing(client, listed)
     dead = int(client.xlen(spec.keys.deadletter))
-    vector = read_meta(client, spec).get("vector", "")
-    return IndexStatus(
-        spec.name, rows, chunks, dead, len(listed), missing, superseded, vector, memory
-    )
+    meta = read_meta(client, spec)
+    model = f"{meta.get('provider')}/{meta.get('model')} ({meta.get('dimensions')} dimensions)"
+    index = IndexStatus(spec.name, rows, chunks, dead, len(listed), missing, superseded,
+                        meta.get("vector", ""), memory, spec.physical_name, model)  # fmt: skip
+    record = read_record(client, spec.name)
+    if record is not None and record.building is not None:
+        done = f"{record.rows_done}/{record.rows_total} rows" if record.rows_total else "starting"
+        index.rebuild = f"into {record.building.name}, {record.phase}: {done} ({record.reason})"
+    if record is not None and record.retiring is not None:
+        index.retiring = record.retiring.name
+    return index
 
 
 def _count_missing(client: redis.Redis, keys: list[str], batch: int = 1000) -> int:
@@ -197,6 +209,11 @@ def render(status: Status) -> str:
             f"{index.expected_chunks}), {index.dead_letters} dead letters; vectors "
             f"{index.vector or 'unknown'}, {index.vector_memory_mb:.1f} MB"
         )
+        lines.append(f"  answers from      {index.physical}, built with {index.model}")
+        if index.rebuild:
+            lines.append(f"  rebuilding {index.rebuild}")
+        if index.retiring:
+            lines.append(f"  dropping          {index.retiring} (the index before the switch)")
     if status.counters:
         lines.append(
             "counters            " + ", ".join(f"{k}={v}" for k, v in status.counters.items())

@@ -25,8 +25,8 @@ from connector.embed.base import Embedder
 from connector.embed.tokenizer import get_encoding
 from connector.ops.resync import resync, select_tables
 from connector.sink.checkpoint import read_checkpoint
+from connector.sink.layout import current_keys, current_specs
 from connector.sink.redis_client import client_for, read_fields, text
-from connector.sink.schema import index_specs
 from connector.sink.view import read_view, scan_manifests
 from connector.source.catalog import inspect_table
 from connector.source.replication import conninfo
@@ -108,7 +108,7 @@ def compare_table(
 ) -> Drift:
     """Read the whole table (in the connection's current snapshot) and the index as a reader
     sees it now (the row versions current at the visible LSN)."""
-    keys = Keyspace(table.settings.index_name)
+    keys = current_keys(client, table.settings.index_name)
     view = read_view(client, slot, keys, [table.name])
     drift = Drift(table.name)
     expected = dict(_expected_rows(conn, table, chunker))
@@ -207,7 +207,7 @@ def checkpoint_problem(settings: Settings) -> str | None:
             return None
         rows = any(
             next(client.scan_iter(match=spec.keys.row_pattern(), count=1000), None)
-            for spec in index_specs(settings.tables).values()
+            for spec in current_specs(client, settings).values()
         )
     finally:
         client.close()

@@ -17,13 +17,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 from redis.typing import EncodableT
 
-from connector.config import Settings, load_settings
-from connector.core.keys import checkpoint_key, decode_key
+from connector.config import EmbeddingSettings, Settings, load_settings
+from connector.core.keys import alias_key, checkpoint_key, decode_key
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import TAG_SEPARATOR, tag_text
 from connector.core.vectors import encode
@@ -31,6 +31,7 @@ from connector.core.versions import Manifest, id_lsn
 from connector.embed import make_embedder
 from connector.embed.base import Embedder
 from connector.errors import ConnectorError, QueryError, RedisIndexError
+from connector.sink.layout import read_built, read_record
 from connector.sink.redis_client import client_for, command, search_docs, text
 from connector.sink.schema import IndexSpec, check_meta, embedding_meta, index_specs, read_meta
 from connector.sink.view import View, parse_view, queue_view, read_manifests
@@ -70,6 +71,7 @@ class Hit:
     # L2 distance) with "l2"; a fused rank score when hybrid
     score: float
     metadata: dict[str, str] = field(default_factory=dict)
+    index: str = ""  # the physical index that answered (the alias's, sink.layout)
 
 
 @dataclass(slots=True)
@@ -143,8 +145,20 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
     return f"@{name}:(" + " ".join(query.param(w) for w in words) + ")"
 
 
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """The physical index the alias points at, as a search reads it: its spec, the embedder of
+    its model, and the record's generation (None: no alias, the index under its own name)."""
+
+    spec: IndexSpec
+    embedder: Embedder
+    generation: int | None
+
+
 class Searcher:
-    """Searches one index; create once and reuse (it holds a Redis connection pool)."""
+    """Searches one index (an alias: it follows a switch to a rebuilt index, embedding with the
+    model that index was built with); create once and reuse (it holds a Redis connection
+    pool)."""
 
     def __init__(
         self,
@@ -153,48 +167,95 @@ class Searcher:
         embedder: Embedder,
         slot: str,
         query_cache_size: int = 1024,
+        embedding: EmbeddingSettings | None = None,
     ) -> None:
         self.client = client
-        self.spec = spec
-        self.embedder = embedder
         self.slot = slot
+        self._configured = embedder
+        self._embedding = embedding  # makes an embedder for another model an index records
+        self._state = _Current(spec, embedder, None)
         self._checked = False
-        self._score = _closeness if spec.vector.distance == "l2" else _similarity
-        self._vectors: OrderedDict[str, bytes] = OrderedDict()
+        self._vectors: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._cache_size = query_cache_size
         self._cache_lock = threading.Lock()
 
-    def embed_query(self, text: str) -> bytes:
+    @property
+    def spec(self) -> IndexSpec:
+        return self._state.spec
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._state.embedder
+
+    def _score(self, values: dict[str, str]) -> float:
+        return (_closeness if self.spec.vector.distance == "l2" else _similarity)(values)
+
+    def embed_query(self, text: str, embedder: Embedder | None = None) -> bytes:
         """The question's vector; recent questions come from an LRU cache (no API call)."""
+        embedder = embedder or self.embedder
+        cached = (f"{embedder.provider}/{embedder.model}/{embedder.dimensions}", text)
         with self._cache_lock:
-            vector = self._vectors.get(text)
+            vector = self._vectors.get(cached)
             if vector is not None:
-                self._vectors.move_to_end(text)
-                self.embedder.stats.cache_hits += 1
+                self._vectors.move_to_end(cached)
+                embedder.stats.cache_hits += 1
                 return vector
-        vector = self.embedder.embed([text])[0]
+        vector = embedder.embed([text])[0]
         if self._cache_size:
             with self._cache_lock:
-                self._vectors[text] = vector
+                self._vectors[cached] = vector
                 while len(self._vectors) > self._cache_size:
                     self._vectors.popitem(last=False)
         return vector
 
     def close(self) -> None:
-        self.embedder.close()
+        if self.embedder is not self._configured:
+            self.embedder.close()
+        self._configured.close()
         self.client.close()
 
     def _check_model(self) -> None:
-        if self._checked:
-            return
-        meta = read_meta(self.client, self.spec)
+        if not self._checked:
+            self._follow()
+            self._checked = True
+
+    def _follow(self) -> None:
+        """Read which physical index the alias points at and what it was built with; refuse an
+        index of another model unless an embedder for that model can be made."""
+        with self._cache_lock:
+            state = self._state
+        record = read_record(self.client, state.spec.name)
+        spec, generation = state.spec, None
+        if record is not None:
+            generation = record.generation
+            built = read_built(self.client, record.current)
+            spec = (
+                built.spec(spec.name, record.current)
+                if built is not None
+                else replace(spec, physical=record.current.name, prefix=record.current.prefix)
+            )
+        meta = read_meta(self.client, spec)
         if not meta:
             raise RedisIndexError(
-                f"index {self.spec.name} has no data yet (no {self.spec.keys.meta}): is the "
+                f"index {spec.name} has no data yet (no {spec.keys.meta}): is the "
                 "connector running against this Redis?"
             )
-        check_meta(self.spec.name, meta, embedding_meta(self.embedder, self.spec.vector))
-        self._checked = True
+        embedder = self._embedder_for(meta, state.embedder)
+        check_meta(spec.name, meta, embedding_meta(embedder, spec.vector))
+        with self._cache_lock:
+            if embedder is not state.embedder and state.embedder is not self._configured:
+                state.embedder.close()
+            self._state = _Current(spec, embedder, generation)
+
+    def _embedder_for(self, meta: Mapping[str, str], current: Embedder) -> Embedder:
+        recorded = (meta.get("provider"), meta.get("model"), meta.get("dimensions"))
+        for embedder in (current, self._configured):
+            if recorded == (embedder.provider, embedder.model, str(embedder.dimensions)):
+                return embedder
+        if self._embedding is None or meta.get("provider") != self._embedding.provider:
+            return self._configured  # refused by check_meta, naming both models
+        update = {"model": meta["model"], "dimensions": int(meta["dimensions"])}
+        return make_embedder(self._embedding.model_copy(update=update))
 
     def wait_for(self, min_lsn: Lsn | str, timeout_s: float = 5.0) -> Lsn:
         """Block until the index shows `min_lsn` (its visible LSN passed it); returns the
@@ -233,24 +294,51 @@ class Searcher:
             raise QueryError(f"k must be a positive number of results, not {k}")
         if ef_runtime is not None and ef_runtime <= 0:
             raise QueryError(f"ef_runtime must be a positive number, not {ef_runtime}")
-        query = build_query(self.spec.fields, filters)  # bad input is refused before any I/O
+        fields = self.spec.fields
+        query = build_query(fields, filters)  # bad input is refused before any I/O
         self._check_model()
+        if self.spec.fields != fields:  # the index has other fields than the settings say
+            query = build_query(self.spec.fields, filters)
         if min_lsn is not None:
             self.wait_for(min_lsn, timeout_s)
-        vector = encode(self.embed_query(text), self.spec.vector.type)
-        ef = ef_runtime or self.spec.vector.ef_runtime
         for _attempt in range(_VIEW_ATTEMPTS):
+            state = self._state
+            vector = encode(self.embed_query(text, state.embedder), state.spec.vector.type)
+            ef = ef_runtime or state.spec.vector.ef_runtime
             try:
-                return self._search(text, vector, query, k, hybrid, ef)
+                return self._search(state, text, vector, query, k, hybrid, ef)
             except _ViewTooOld:
                 continue  # the versions it needed were collected: read the visible LSN again
+            except (_Moved, redis.ResponseError) as exc:
+                if not self._moved(state, exc):
+                    raise
+                query = build_query(self.spec.fields, filters)
         raise RedisIndexError(
             f"index {self.spec.name}: the rows kept changing faster than a search could read "
             "them; retry"
         )
 
+    def _moved(self, state: _Current, exc: Exception) -> bool:
+        """The alias switched to another index during the search (a rebuild): follow it. A
+        query error with no switch behind it is the caller's."""
+        if state.generation is None and isinstance(exc, redis.ResponseError):
+            return False
+        if isinstance(exc, redis.ResponseError):
+            record = read_record(self.client, state.spec.name)
+            if record is None or record.generation == state.generation:
+                return False
+        self._follow()
+        return True
+
     def _search(
-        self, text: str, vector: bytes, query: Query, k: int, hybrid: bool, ef: int | None
+        self,
+        state: _Current,
+        text: str,
+        vector: bytes,
+        query: Query,
+        k: int,
+        hybrid: bool,
+        ef: int | None,
     ) -> list[Hit]:
         """One search at one view, usually in two round trips: the view's reads with the
         queries queued after them (Redis runs them in order, so the queries see the index as
@@ -259,24 +347,32 @@ class Searcher:
         KNN runs), and the queries follow. The queries run without the visibility filter
         (RediSearch answers a KNN with it far more slowly): versions staged above the view
         are dropped by the manifest check like superseded ones; only when they crowd the top
-        does the search run again with the filter."""
+        does the search run again with the filter. The alias's generation is read first: a
+        switch since `state` was read (or during the queries: hits of another prefix) raises
+        _Moved."""
         need = 2 * k if hybrid else k  # a hybrid search fuses 2k of each ranking
         wanted = need + max(_OVERFETCH_MIN, need // 4)
         tables = list(self.spec.tables)
         pipe = self.client.pipeline(transaction=False)
-        reads = queue_view(pipe, self.slot, self.spec.keys, tables)
+        pipe.hget(alias_key(state.spec.name), "generation")
+        reads = 1 + queue_view(pipe, self.slot, state.spec.keys, tables)
         if query.clauses:
             command(pipe, *self._count_args(query))
         else:
             for args in self._legs(text, vector, query, wanted, hybrid, None, _How("", ef)):
                 command(pipe, *args)
-        replies = pipe.execute()
-        view = parse_view(replies[:reads], tables)
+        replies = pipe.execute(raise_on_error=False)
+        if state.generation is not None and int(replies[0] or 0) != state.generation:
+            raise _Moved
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        view = parse_view(replies[1:reads], tables)
         answers = replies[reads:]
         how = _How(_policy(answers[0]) if query.clauses else "", ef)
         if query.clauses:
             answers = self._run_legs(self._legs(text, vector, query, wanted, hybrid, None, how))
-        found = [search_docs(answer) for answer in answers]
+        found = [_under(state, search_docs(answer)) for answer in answers]
         # Manifests of the top `need` candidates of each ranking first: the others only if
         # staged or superseded versions were among those.
         manifests = self._manifests([hit for leg in found for hit in leg[:need]])
@@ -449,6 +545,7 @@ class Searcher:
             metadata={
                 f: values[f].replace(TAG_SEPARATOR, ",") for f in self.spec.fields if f in values
             },
+            index=self.spec.physical_name,
         )
 
 
@@ -512,6 +609,21 @@ def visibility_filter(client: redis.Redis, slot: str) -> str:
     return visibility_clause(Lsn.parse(text(raw)) if raw else Lsn(0))
 
 
+def _under(
+    state: _Current, found: list[tuple[str, dict[str, str]]]
+) -> list[tuple[str, dict[str, str]]]:
+    """`found`, checked to come from the physical index of `state` (else the alias switched
+    between reading its generation and the queries)."""
+    prefix = state.spec.keys.chunk_prefix
+    if any(not key.startswith(prefix) for key, _values in found):
+        raise _Moved
+    return found
+
+
+class _Moved(Exception):
+    """The alias points at another physical index than the search read."""
+
+
 class _ViewTooOld(Exception):
     """The versions a search needed were collected after it read the visible LSN."""
 
@@ -558,6 +670,7 @@ def searcher(settings: Settings, index: str | None = None) -> Searcher:
         make_embedder(settings.embedding),
         settings.postgres.slot,
         settings.embedding.query_cache_size,
+        settings.embedding,
     )
     _SEARCHERS[cache_key] = (settings, found)
     return found

@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -24,7 +24,7 @@ from connector.config import Settings
 from connector.core.keys import Keyspace
 from connector.core.lsn import Lsn
 from connector.core.versions import Manifest, floor_at, id_lsn, parse_floors
-from connector.sink.schema import index_specs
+from connector.sink.schema import IndexSpec, index_specs
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,24 @@ class GcStats:
 class Collector:
     """Collects in bounded steps; `flipped` tells it what each flip superseded."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, visible: Lsn) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        visible: Lsn,
+        specs: Mapping[str, IndexSpec] | None = None,
+    ) -> None:
         self.client = client
         self.grace_s = settings.pipeline.gc_grace_s
         self.tombstone_ttl_s = settings.pipeline.tombstone_ttl_s
-        self.spaces = {t.qualified_name: Keyspace(t.index_name) for t in settings.tables}
-        self._indexes = [spec.keys for spec in index_specs(settings.tables).values()]
+        specs = specs if specs is not None else index_specs(settings.tables)
+        self.spaces = {table: spec.keys for spec in specs.values() for table in spec.tables}
+        self._indexes = [spec.keys for spec in specs.values()]
         self._history: deque[tuple[float, Lsn]] = deque([(time.monotonic(), visible)])
         self._queue: deque[tuple[float, str, str]] = deque()
         self._sweep = _Sweep(self._indexes)
         self._next_sweep = 0.0
+        self._orphans: dict[str, float] = {}  # unlisted chunk -> when the sweep first saw it
         self.stats = GcStats()
 
     @property
@@ -177,6 +185,21 @@ class Collector:
             self._collect_orphans(keys, names, settled)
         return len(names)
 
+    def _seen_before(self, unlisted: list[str]) -> list[str]:
+        """The unlisted chunks already unlisted a while ago (five grace periods, at least 2 s).
+        A copy (resync, a rebuild) stages chunks at an LSN readers may be past already, then
+        their versions: a chunk seen once between the two is not an orphan."""
+        now = time.monotonic()
+        doomed = []
+        for name in unlisted:
+            first = self._orphans.setdefault(name, now)
+            if now - first >= max(5 * self.grace_s, 2.0):
+                doomed.append(name)
+                del self._orphans[name]
+        while len(self._orphans) > _QUEUE_MAX:
+            self._orphans.pop(next(iter(self._orphans)))
+        return doomed
+
     def _collect_orphans(self, keys: Keyspace, names: list[str], settled: Lsn) -> None:
         """Delete chunk hashes no version of their row lists, written before `settled`
         (staged for a version a crash kept from being written, or whose row is gone)."""
@@ -189,11 +212,12 @@ class Collector:
             row: {c for v in Manifest.parse(raw).versions for c in v.chunks}
             for row, raw in zip(rows, read.execute(), strict=True)
         }
-        doomed = [
+        unlisted = [
             name
             for name, table, key, chunk in chunks
             if chunk not in listed[(table, key)] and id_lsn(chunk) <= settled
         ]
+        doomed = self._seen_before(unlisted)
         if doomed:
             write = self.client.pipeline(transaction=False)
             for name in doomed:

@@ -19,7 +19,8 @@ from typing import Literal, TypeVar
 import redis
 
 from connector.errors import ConfigError, RedisFull
-from connector.sink.redis_client import text
+from connector.sink.layout import Physical
+from connector.sink.redis_client import command, text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,3 +163,61 @@ class WritePause:
         log.info("Redis accepts writes again after %.1fs at maxmemory: catching up", paused)
         if self.on_change is not None:
             self.on_change(False)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildEstimate:
+    """The memory a rebuild's new index takes while the current one still exists."""
+
+    needed: int  # bytes
+    used: int
+    limit: int  # maxmemory (0: none)
+
+    @property
+    def fits(self) -> bool:
+        return not self.limit or self.used + self.needed <= self.limit
+
+    def describe(self) -> str:
+        limit = _megabytes(self.limit) if self.limit else "no maxmemory"
+        return (
+            f"about {_megabytes(self.needed)} more while both indexes exist (Redis uses "
+            f"{_megabytes(self.used)} of {limit})"
+        )
+
+
+# Chunk hashes sampled for their size (MEMORY USAGE), and the share added for the rows'
+# manifests and the index structures FT.INFO does not itemise.
+_SAMPLE = 50
+_OVERHEAD = 1.15
+
+
+def estimate_rebuild(client: redis.Redis, index: Physical, vector_ratio: float) -> RebuildEstimate:
+    """What a copy of `index` takes when its vectors grow by `vector_ratio` (new dimensions and
+    type over old): its chunk hashes (sampled), its vector index and its other index structures
+    (FT.INFO)."""
+    info = command(client, "FT.INFO", index.name)
+    docs = int(info.get(b"num_docs", 0) or 0)
+    mb = 1 << 20
+    vectors = float(info.get(b"vector_index_sz_mb", 0) or 0) * mb
+    other = sum(
+        float(info.get(name, 0) or 0) * mb
+        for name in (b"inverted_sz_mb", b"offset_vectors_sz_mb", b"doc_table_size_mb",
+                     b"sortable_values_size_mb", b"key_table_size_mb")
+    )  # fmt: skip
+    sizes = []
+    for key in client.scan_iter(match=f"{index.prefix}:chunk:*", count=200):
+        sizes.append(int(client.memory_usage(key) or 0))
+        if len(sizes) >= _SAMPLE:
+            break
+    hashes = docs * (sum(sizes) / len(sizes)) if sizes else 0.0
+    stored_vector = vectors / docs if docs else 0.0  # per chunk, about its blob in the hash too
+    hashes += docs * stored_vector * (vector_ratio - 1) / 2
+    needed = (hashes + vectors * vector_ratio + other) * _OVERHEAD
+    memory = client.info("memory")
+    return RebuildEstimate(
+        int(needed), int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    )
+
+
+def _megabytes(value: int) -> str:
+    return f"{value / (1 << 20):.1f} MB"

@@ -6,7 +6,6 @@ two of them, or a metadata column named like a field the connector writes, is re
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from connector.config import TableSettings, VectorSettings
 from connector.core.keys import Keyspace
 from connector.core.pgtypes import TAG_SEPARATOR
 from connector.errors import ConfigError, ModelMismatchError, RedisIndexError
-from connector.sink.redis_client import Fields, command, text
+from connector.sink.redis_client import text
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +49,20 @@ class Model(Protocol):
 class IndexSpec:
     """One RediSearch index and the tables written under its prefix."""
 
-    name: str
+    name: str  # the index name queries use: an alias of the physical index (sink.layout)
     fields: dict[str, str]  # metadata field -> tag | numeric | text
     tables: tuple[str, ...]
     vector: VectorSettings = field(default_factory=VectorSettings)
+    physical: str | None = None  # the physical index behind the alias (default: the name)
+    prefix: str | None = None  # the key prefix of the physical index (default: the name)
+
+    @property
+    def physical_name(self) -> str:
+        return self.physical or self.name
 
     @property
     def keys(self) -> Keyspace:
-        return Keyspace(self.name)
+        return Keyspace(self.prefix or self.name)
 
 
 def index_specs(tables: Iterable[TableSettings]) -> dict[str, IndexSpec]:
@@ -117,9 +122,14 @@ def vector_args(vector: VectorSettings, dimensions: int) -> list[str]:
     return [vector.algorithm.upper(), str(len(attributes)), *attributes]
 
 
-def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
+def field_args(kind: str) -> list[str]:
+    """The FT.CREATE / FT.ALTER attributes of a metadata field of `kind`."""
+    return list(_FIELD_ARGS[kind])
+
+
+def schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
     args: list[Any] = [
-        "FT.CREATE", spec.name, "ON", "HASH", "PREFIX", "1", spec.keys.chunk_prefix,
+        "FT.CREATE", spec.physical_name, "ON", "HASH", "PREFIX", "1", spec.keys.chunk_prefix,
         "SCHEMA",
         "content", "TEXT",
         "table", "TAG",
@@ -128,47 +138,8 @@ def _schema_args(spec: IndexSpec, dimensions: int) -> list[Any]:
         "lsn", "NUMERIC",
     ]  # fmt: skip
     for column, kind in spec.fields.items():
-        args += [column, *_FIELD_ARGS[kind]]
+        args += [column, *field_args(kind)]
     return [*args, "embedding", "VECTOR", *vector_args(spec.vector, dimensions)]
-
-
-def ensure_index(client: redis.Redis, spec: IndexSpec, model: Model) -> bool:
-    """Create the index if it does not exist, and make sure it was built with this model.
-    True when an index of an older schema was dropped (its tables must be copied again)."""
-    expected = embedding_meta(model, spec.vector)
-    meta = read_meta(client, spec)
-    dropped = False
-    check_server_supports(client, spec)
-    if meta:
-        check_model(spec.name, meta, expected)
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            _drop_old_schema(client, spec, meta.get("schema_version", "1"))
-            dropped = True
-    try:
-        command(client, "FT.INFO", spec.name)
-    except redis.ResponseError:
-        command(client, *_schema_args(spec, model.dimensions))
-        log.info("created index %s (%d dimensions)", spec.name, model.dimensions)
-    fields: Fields = {}
-    fields.update(expected)
-    client.hset(spec.keys.meta, mapping=fields)
-    return dropped
-
-
-def _drop_old_schema(client: redis.Redis, spec: IndexSpec, version: str) -> None:
-    """Remove an index built by an older connector, with every key under its prefix."""
-    log.warning(
-        "index %s was built by an older connector (schema version %s, this one writes %s): "
-        "dropping it and copying its tables again (searches fail until the copy is in)",
-        spec.name,
-        version,
-        SCHEMA_VERSION,
-    )
-    with contextlib.suppress(redis.ResponseError):
-        command(client, "FT.DROPINDEX", spec.name)
-    for key in client.scan_iter(match=f"{spec.name}:*", count=1000):
-        if key != spec.keys.meta.encode():
-            client.unlink(key)
 
 
 def read_meta(client: redis.Redis, spec: IndexSpec) -> dict[str, str]:

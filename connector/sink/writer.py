@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,14 +23,14 @@ import redis
 
 from connector.config import Settings
 from connector.core.changes import RowChange
-from connector.core.keys import Keyspace, checkpoint_key, staged_key
+from connector.core.keys import checkpoint_key, staged_key
 from connector.core.lsn import Lsn
 from connector.core.rows import RowState
 from connector.core.versions import Manifest, Version, parse_floors
 from connector.errors import ResyncNeeded
-from connector.sink.checkpoint import checkpoint_fields, forget_checkpoint
+from connector.sink.checkpoint import checkpoint_fields
 from connector.sink.redis_client import Fields, read_fields, text
-from connector.sink.schema import Model, ensure_index, index_specs
+from connector.sink.schema import IndexSpec, index_specs
 from connector.sink.view import read_manifests
 
 log = logging.getLogger(__name__)
@@ -107,25 +107,25 @@ class IndexWriter:
     """Reads what the planner needs, stages planned batches and flips the visible LSN, for every
     configured index."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, system_id: str = "") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        system_id: str = "",
+        specs: Mapping[str, IndexSpec] | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.system_id = system_id
-        self.specs = index_specs(settings.tables)
-        self.keys = {t.qualified_name: Keyspace(t.index_name) for t in settings.tables}
+        # The physical indexes written (sink.layout), by index name: the settings' own by default.
+        self.specs = dict(specs) if specs is not None else index_specs(settings.tables)
+        self.keys = {table: spec.keys for spec in self.specs.values() for table in spec.tables}
         self._checkpoint_key = checkpoint_key(settings.postgres.slot)
         self._staged_key = staged_key(settings.postgres.slot)
         self._flip = client.register_script(_FLIP)
         # Set once this writer has flipped or resumed from a checkpoint: from then on a missing
         # checkpoint means Redis lost data.
         self.expect_checkpoint = False
-
-    def ensure_indexes(self, model: Model) -> None:
-        """Create the indexes; one of an older schema is dropped, and so is the checkpoint, so
-        that the daemon copies the tables again."""
-        dropped = [ensure_index(self.client, spec, model) for spec in self.specs.values()]
-        if any(dropped):
-            forget_checkpoint(self.client, self.settings.postgres.slot)
 
     # ----------------------------------------------------------------- reads for the planner
 

@@ -1,0 +1,181 @@
+"""Rebuilds behind an alias, inside the daemon (sink.layout holds their Redis side).
+
+While an index is rebuilt, the daemon streams every change into both its physical indexes
+(flow.targets) and a copier thread copies the tables from a fresh consistent snapshot into the
+new one; the snapshot is taken after the daemon started writing both, so the copy and the stream
+together miss nothing. Once readers are past the copy's LSN the alias switches in one step; the
+old index and its keys are dropped afterwards in bounded steps, after the grace period.
+
+The same copy back-fills the rows of a table whose index gained a metadata column in place.
+
+A failure or a SIGKILL leaves the record as it was and the old index serving: the next start
+copies again from a new snapshot (rows already copied keep their chunks and vectors; only their
+versions are written again).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+
+import redis
+
+from connector.config import Settings, TableSettings
+from connector.core.lsn import Lsn
+from connector.core.tables import TableInfo
+from connector.errors import ConfigError
+from connector.flow.applier import Applier
+from connector.flow.copy import copy_at_new_snapshot
+from connector.flow.targets import Layout, Target
+from connector.logs import redact
+from connector.sink.layout import (
+    Record,
+    end_backfill,
+    mark_copied,
+    read_record,
+    record_progress,
+    retire_step,
+    switch,
+)
+from connector.sink.redis_client import client_for
+
+log = logging.getLogger(__name__)
+
+_REPORT_EVERY_S = 0.5
+
+
+class Copier(threading.Thread):
+    """Copies tables from a fresh snapshot into one target: a rebuild's new index, or the
+    current one for a back-fill."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        alias: str,
+        target: Target,
+        tables: list[TableInfo],
+        rebuild: bool,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"connector-{'rebuild' if rebuild else 'backfill'}-{alias}",
+                         daemon=True)  # fmt: skip
+        self.settings = settings
+        self.alias = alias
+        self.target = target
+        self.tables = tables
+        self.rebuild = rebuild
+        self.stop = stop
+        self.error: BaseException | None = None
+        self._reported = 0.0
+
+    def run(self) -> None:
+        client = client_for(self.settings.redis)
+        try:
+            applier = Applier(client, self.settings, self.target.embedder, targets=[self.target])
+            purpose = "rebuild" if self.rebuild else "backfill"
+            at, rows = copy_at_new_snapshot(
+                self.settings, applier, self.tables, purpose, self.stop,
+                lambda done, total: self._report(client, done, total),
+            )  # fmt: skip
+            if self.rebuild:
+                mark_copied(client, self.alias, at)
+            else:
+                end_backfill(client, self.alias, [t.name for t in self.tables])
+            log.info("index %s: %s copied %d rows as of %s (%d chunks embedded)", self.alias,
+                     purpose, rows, at, applier.stats.chunks_embedded)  # fmt: skip
+        except Exception as exc:  # the daemon restarts from its checkpoint, and copies again
+            if not self.stop.is_set():
+                self.error = exc
+                log.error("index %s: the copy failed: %s", self.alias, redact(str(exc)))
+        finally:
+            client.close()
+
+    def _report(self, client: redis.Redis, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.rebuild and (now - self._reported >= _REPORT_EVERY_S or done >= total):
+            self._reported = now
+            record_progress(client, self.alias, done, total)
+
+
+class Rebuilds:
+    """The daemon's rebuilds and back-fills, for the layouts it started with."""
+
+    def __init__(self, settings: Settings, layouts: dict[str, Layout], found: list[Target]) -> None:
+        self.settings = settings
+        self.layouts = layouts
+        self._targets = found
+        self._stop = threading.Event()
+        self._copiers: list[Copier] = []
+        self._retiring = {a: lay.record for a, lay in layouts.items() if lay.record.retiring}
+
+    def start(self, tables: dict[str, TableInfo]) -> None:
+        """Start the copies the layouts call for (the daemon already writes every target)."""
+        for alias, layout in self.layouts.items():
+            if layout.building is not None and layout.record.phase == "copying":
+                target = next(t for t in self._targets if t.rebuild and alias in t.specs)
+                infos = [_bound(tables, t.qualified_name, t) for t in layout.building.tables]
+                self._copy(alias, target, infos, rebuild=True)
+            if layout.record.backfill:
+                target = next(t for t in self._targets if not t.rebuild and alias in t.specs)
+                names = set(layout.record.backfill)
+                infos = [_bound(tables, t.qualified_name, t) for t in layout.current.tables
+                         if t.qualified_name in names]  # fmt: skip
+                self._copy(alias, target, infos, rebuild=False)
+
+    def _copy(self, alias: str, target: Target, infos: list[TableInfo], rebuild: bool) -> None:
+        copier = Copier(self.settings, alias, target, infos, rebuild, self._stop)
+        copier.start()
+        self._copiers.append(copier)
+
+    def poll(self, client: redis.Redis, visible: Lsn) -> bool:
+        """Switch the rebuilds whose copy readers are past. True when the layouts changed
+        (a switch, or a rebuild asked for or cancelled by `connector reindex`): the daemon
+        starts again with the new ones."""
+        for copier in self._copiers:
+            if copier.error is not None:
+                raise copier.error
+        changed = False
+        for alias, layout in self.layouts.items():
+            record = read_record(client, alias)
+            if record is None:
+                continue
+            if record.phase == "copied" and record.at is not None and visible >= record.at:
+                switch(client, record)
+                changed = True
+            elif _moved(layout.record, record):
+                log.info("index %s: its layout changed (connector reindex): starting again", alias)
+                changed = True
+        return changed
+
+    def retire(self, client: redis.Redis) -> None:
+        """A bounded step of dropping the indexes before the last switches."""
+        grace = self.settings.pipeline.gc_grace_s
+        budget = self.settings.reindex.drop_step_keys
+        for alias, record in list(self._retiring.items()):
+            if not retire_step(client, record, grace, budget):
+                del self._retiring[alias]
+
+    def close(self) -> None:
+        self._stop.set()
+        for copier in self._copiers:
+            copier.join(10)
+
+
+def _moved(before: Record, now: Record) -> bool:
+    return (
+        before.current != now.current
+        or before.building != now.building
+        or before.generation != now.generation
+    )
+
+
+def _bound(tables: dict[str, TableInfo], name: str, settings: TableSettings) -> TableInfo:
+    """The database's table read with a layout's settings of it."""
+    if name not in tables:
+        raise ConfigError(
+            f"table {name} is in a rebuild of its index but not in these settings: add its "
+            "[[tables]] section, or cancel the rebuild (`connector reindex --cancel`)"
+        )
+    return replace(tables[name], settings=settings)
