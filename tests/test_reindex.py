@@ -10,12 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 from connector.config import Settings
 from connector.query.searcher import searcher
 from connector.sink.layout import Record, read_record
 from connector.sink.redis_client import command, connect
+from connector.sink.schema import describe_vector
 from connector.testing.config import write_config
 from connector.testing.daemon import DaemonProcess, DaemonThread
 from connector.testing.openai_server import FakeOpenAI
@@ -67,12 +69,21 @@ def _only_index(client: redis.Redis, name: str) -> None:
     assert not list(client.scan_iter(match="documents:*", count=1000)), "old keys remain"
 
 
+@pytest.mark.parametrize(
+    ("embedding", "vector"),
+    [({"dimensions": 128}, {}), ({}, {"distance": "ip"})],
+    ids=["dimensions", "distance"],  # a query of the old model fails / runs on the new index
+)
 def test_a_model_change_with_reindex_auto_switches_while_searches_run(
-    migrated_dsn: str, redis_url: str, run_connector: Start
+    migrated_dsn: str,
+    redis_url: str,
+    run_connector: Start,
+    embedding: dict[str, object],
+    vector: dict[str, object],
 ) -> None:
     old = make_settings(migrated_dsn, redis_url, pipeline={"gc_grace_s": 0.5})
     new = make_settings(
-        migrated_dsn, redis_url, embedding={"dimensions": 128},
+        migrated_dsn, redis_url, tables=[dict(DOCUMENTS, vector=vector)], embedding=embedding,
         pipeline={"gc_grace_s": 0.5, "batch_max_rows": 100}, reindex={"auto": True},
     )  # fmt: skip
     client = connect(redis_url)
@@ -119,7 +130,9 @@ def test_a_model_change_with_reindex_auto_switches_while_searches_run(
     first_new = order.index("documents_v2")
     assert order[0] == "documents_v1" and set(order[first_new:]) == {"documents_v2"}
     assert_index_equals_table(new, migrated_dsn)
-    assert client.hget("documents_v2:meta", "dimensions") == b"128"
+    meta = {k.decode(): v.decode() for k, v in client.hgetall("documents_v2:meta").items()}
+    assert meta["dimensions"] == str(new.embedding.dimensions)
+    assert meta["vector"] == describe_vector(new.tables[0].vector)
     _only_index(client, "documents_v2")
     client.close()
 
