@@ -18,6 +18,7 @@ from bench import (
     ingest,
     large,
     queries,
+    reindex,
     resources,
     served,
     snapshot,
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "served": served.run,
     "large": large.run,
     "vectors": vectors.run,
+    "reindex": reindex.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
