@@ -250,6 +250,9 @@ class ReindexSettings(_Section):
     auto: bool = False
     # Keys of the index before a switch unlinked per step, between batches.
     drop_step_keys: int = Field(default=500, gt=0)
+    # The share of time a rebuild's copy (or a back-fill) works; it pauses the rest, leaving
+    # CPU and Redis to searches and to the stream. 1 = as fast as it can.
+    copy_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class ObservabilitySettings(_Section):

@@ -95,6 +95,13 @@ class Applier:
         self.collector = self._parts[0].collector
         self._superseded: list[list[tuple[str, str]]] = [[] for _ in self._parts]
 
+    def pace(self, share: float) -> None:
+        """Stage at most `share` of the time (a rebuild's copy next to searches): after each
+        pipeline, Redis is left alone for a while."""
+        self.writer.share = share
+        for part in self._parts:
+            part.writer.share = share
+
     def read_visible(self) -> None:
         """Take the visible LSN Redis holds (the applier never moves it back)."""
         self.visible = max(self.visible, self.writer.visible())

@@ -74,6 +74,7 @@ class Copier(threading.Thread):
         client = client_for(self.settings.redis)
         try:
             applier = Applier(client, self.settings, self.target.embedder, targets=[self.target])
+            applier.pace(self.settings.reindex.copy_share)
             purpose = "rebuild" if self.rebuild else "backfill"
             at, rows = copy_at_new_snapshot(
                 self.settings, applier, self.tables, purpose, self.stop,

@@ -14,6 +14,7 @@ restart that stages the same transaction again writes the same keys.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 # Commands per pipeline round trip while staging: a query waits behind at most this many
 # (each a few microseconds, an HNSW insertion for a chunk) and memory stays bounded.
 STAGE_COMMANDS = 64
+# Commands per pipeline of a paced staging (a rebuild's copy next to searches): shorter waits.
+_PACED_COMMANDS = 8
 # Staging pipelines in flight while the next is built (each on a connection of its own), and
 # their sender: one, so that a query waits behind at most one pipeline of staging.
 _IN_FLIGHT = 1
@@ -126,6 +129,7 @@ class IndexWriter:
         # Set once this writer has flipped or resumed from a checkpoint: from then on a missing
         # checkpoint means Redis lost data.
         self.expect_checkpoint = False
+        self.share = 1.0  # the share of time staging may keep Redis busy (Applier.pace)
 
     # ----------------------------------------------------------------- reads for the planner
 
@@ -164,7 +168,7 @@ class IndexWriter:
     def stage(self, batch: BatchWrite) -> ApplyStats:
         """Write the batch's chunks, then its manifests, floors and dead letters, invisibly."""
         stats = batch.stats
-        with _Bounded(self.client) as out:
+        with _Bounded(self.client, self.share) as out:
             if batch.rows or batch.truncated:  # first, so a reader knows a version is pending
                 out.pipe.set(self._staged_key, str(batch.last_lsn.value))
                 out.queued()
@@ -264,8 +268,9 @@ class _Bounded:
     flight on their own connections, so Python encodes one while Redis works on another. The
     order between them does not matter: everything they write is invisible until the flip."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, share: float = 1.0) -> None:
         self.client = client
+        self.share = share
         self.pipe = client.pipeline(transaction=False)
         self._count = 0
         self._first = True
@@ -274,16 +279,19 @@ class _Bounded:
     def queued(self, commands: int = 1) -> None:
         """`commands` more were added to `pipe`: send them once there are enough."""
         self._count += commands
-        if self._count >= STAGE_COMMANDS:
+        if self._count >= (STAGE_COMMANDS if self.share >= 1.0 else _PACED_COMMANDS):
             self.send()
 
     def send(self) -> None:
         if not self._count:
             return
         pipe, self.pipe, self._count = self.pipe, self.client.pipeline(transaction=False), 0
-        if self._first:
+        if self._first or self.share < 1.0:  # paced: each one answered, then a pause
             self._first = False
+            began = time.monotonic()
             pipe.execute()
+            if self.share < 1.0:
+                time.sleep((time.monotonic() - began) * (1.0 / self.share - 1.0))
             return
         if len(self._sent) >= _IN_FLIGHT:
             self._sent.popleft().result()
