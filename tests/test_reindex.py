@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -64,6 +65,23 @@ def _switched_and_dropped(client: redis.Redis, name: str) -> Callable[[], bool]:
     return done
 
 
+def _built_then_changed(
+    dsn: str, url: str, run_connector: Start, rows: int, **changed: dict[str, object]
+) -> tuple[Settings, Settings]:
+    """`rows` rows indexed with the default settings (then the connector stopped), and the
+    settings changed by `changed` sections, with `reindex.auto` on."""
+    old = make_settings(dsn, url, pipeline={"gc_grace_s": 0.5})
+    sections: dict[str, Any] = {
+        "pipeline": {"gc_grace_s": 0.5, "batch_max_rows": 100}, "reindex": {"auto": True},
+        **changed,
+    }  # fmt: skip
+    running = run_connector(old)
+    _bulk(dsn, 1, rows)
+    synced(old, dsn)
+    running.stop()
+    return old, make_settings(dsn, url, **sections)
+
+
 def _only_index(client: redis.Redis, name: str) -> None:
     assert command(client, "FT._LIST") == [name.encode()]
     assert not list(client.scan_iter(match="documents:*", count=1000)), "old keys remain"
@@ -81,16 +99,11 @@ def test_a_model_change_with_reindex_auto_switches_while_searches_run(
     embedding: dict[str, object],
     vector: dict[str, object],
 ) -> None:
-    old = make_settings(migrated_dsn, redis_url, pipeline={"gc_grace_s": 0.5})
-    new = make_settings(
-        migrated_dsn, redis_url, tables=[dict(DOCUMENTS, vector=vector)], embedding=embedding,
-        pipeline={"gc_grace_s": 0.5, "batch_max_rows": 100}, reindex={"auto": True},
+    old, new = _built_then_changed(
+        migrated_dsn, redis_url, run_connector, 1500, embedding=embedding,
+        tables=[dict(DOCUMENTS, vector=vector)],
     )  # fmt: skip
     client = connect(redis_url)
-    running = run_connector(old)
-    _bulk(migrated_dsn, 1, 1500)
-    synced(old, migrated_dsn)
-    running.stop()
     answers: list[set[str]] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -140,16 +153,10 @@ def test_a_model_change_with_reindex_auto_switches_while_searches_run(
 def test_a_sigkill_during_a_rebuild_leaves_the_old_index_serving_and_the_restart_completes(
     migrated_dsn: str, redis_url: str, run_connector: Start, tmp_path: Path
 ) -> None:
-    old = make_settings(migrated_dsn, redis_url)
-    new = make_settings(
-        migrated_dsn, redis_url, embedding={"dimensions": 128},
-        pipeline={"gc_grace_s": 0.5, "batch_max_rows": 100}, reindex={"auto": True},
-    )  # fmt: skip
+    old, new = _built_then_changed(
+        migrated_dsn, redis_url, run_connector, 4000, embedding={"dimensions": 128}
+    )
     client = connect(redis_url)
-    running = run_connector(old)
-    _bulk(migrated_dsn, 1, 4000)
-    synced(old, migrated_dsn)
-    running.stop()
     daemon = DaemonProcess.for_settings(new, tmp_path).start()
     try:
         _wait("the copy to be under way", lambda: _record(client).rows_done > 0, 60)

@@ -209,12 +209,13 @@ def check_model(index: str, meta: Mapping[str, str], expected: Mapping[str, str]
                 f"index {index} was built with {meta.get('provider')}/{meta.get('model')} "
                 f"({meta.get('dimensions')} dimensions) but the settings say "
                 f"{expected['provider']}/{expected['model']} ({expected['dimensions']} "
-                "dimensions): set [embedding] back, or drop the index and resync"
+                "dimensions): set [embedding] back, or rebuild the index with `connector reindex`"
             )
     # An index of a connector that did not record its vector options has the defaults.
     built = meta.get("vector", describe_vector(VectorSettings()))
     if built != expected["vector"]:
         raise ModelMismatchError(
             f"index {index} was built with vector options {built!r} but the settings say "
-            f"{expected['vector']!r}: set [tables.vector] back, or drop the index and resync"
+            f"{expected['vector']!r}: set [tables.vector] back, or rebuild the index with "
+            "`connector reindex`"
         )
