@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connector.config import Settings
-from connector.errors import ConnectorError, QueryError
+from connector.errors import ConfigError, ConnectorError, QueryError
 
 if TYPE_CHECKING:  # the query side (embedders, chat client) loads only for search and ask
     from connector.query import FilterValue
@@ -166,6 +166,26 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
         embedder.close()
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    _logging(args, settings)
+    try:
+        import uvicorn
+
+        from connector.serve.api import create_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"`connector serve` needs the serve extra ({exc.name} is missing): "
+            "pip install 'pg-redis-connector[serve]'"
+        ) from None
+    serve = settings.serve
+    host, port = args.host or serve.host, args.port or serve.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from connector.config import load_settings
     from connector.embed import make_embedder
@@ -237,6 +257,12 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--no-wait", action="store_true", help="record the rebuild, do not follow it"
     )
     reindex.set_defaults(handler=_cmd_reindex)
+
+    serve = sub.add_parser("serve", help="the HTTP search and answer API, and a page at /")
+    _add_config(serve)
+    serve.add_argument("--host", help="listen on this address (default: serve.host)")
+    serve.add_argument("--port", type=_positive_int, help="and this port (default: serve.port)")
+    serve.set_defaults(handler=_cmd_serve)
 
     verify = sub.add_parser("verify", help="compare tables with the index; exit 1 on drift")
     _add_config(verify)

@@ -255,6 +255,24 @@ class ReindexSettings(_Section):
     copy_share: float = Field(default=0.5, gt=0, le=1)
 
 
+class ServeSettings(_Section):
+    """`connector serve`: the HTTP search and answer API, and the page at `/`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, le=65535)
+    # Bearer tokens a request must carry (`Authorization: Bearer <token>`); none: no auth.
+    # Set them as secrets: CONNECTOR_SERVE__API_KEYS='["..."]'. Probes and the page need none.
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    # Origins a browser may call the API from (CORS); ["*"] allows any.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Requests handled at once; more are refused at once with 503 and Retry-After.
+    max_concurrency: int = Field(default=64, gt=0)
+    max_text_chars: int = Field(default=4000, gt=0)
+    max_k: int = Field(default=100, gt=0, le=1000)
+    # How long a request with `min_lsn` waits for the index to reach it (then 504).
+    min_lsn_timeout_s: float = Field(default=5.0, gt=0)
+
+
 class ObservabilitySettings(_Section):
     """Prometheus metrics and Kubernetes probes, and the log format."""
 
@@ -283,6 +301,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     chat: ChatSettings = ChatSettings()
     reindex: ReindexSettings = ReindexSettings()
+    serve: ServeSettings = ServeSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     tables: list[TableSettings] = Field(default_factory=list)
 

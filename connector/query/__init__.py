@@ -7,6 +7,7 @@ It imports `core`, `sink`'s schema, checkpoint and connection helpers, and `embe
 from connector.query.answerer import Answer, Answerer, answer
 from connector.query.searcher import (
     FilterValue,
+    Found,
     Hit,
     NotCaughtUpError,
     Searcher,
@@ -21,6 +22,7 @@ __all__ = [
     "Answer",
     "Answerer",
     "FilterValue",
+    "Found",
     "Hit",
     "NotCaughtUpError",
     "Searcher",

@@ -93,15 +93,27 @@ class Answerer:
         on_token: Callable[[str], None] | None = None,
     ) -> Answer:
         """Retrieve, then stream the answer; `on_token` sees each piece as it arrives."""
-        hits = self.searcher.search(question, k=k, filters=filters, min_lsn=min_lsn)
-        context, sources = build_context(hits, self.settings.chat.max_context_tokens, self._chunker)
+        sources, tokens = self.start(question, k, filters, min_lsn)
         pieces: list[str] = []
-        for piece in self._complete(self.prompt(question, context)):
+        for piece in tokens:
             pieces.append(piece)
             if on_token is not None:
                 on_token(piece)
         text = "".join(pieces)
         return Answer(text, sources, cited_sources(text, sources))
+
+    def start(
+        self,
+        question: str,
+        k: int = 5,
+        filters: Mapping[str, FilterValue] | None = None,
+        min_lsn: Lsn | str | None = None,
+    ) -> tuple[list[Hit], Iterator[str]]:
+        """Retrieve now (bad input and a search failure raise here), and the answer's pieces
+        as the chat model streams them; the sources are numbered in this order."""
+        hits = self.searcher.search(question, k=k, filters=filters, min_lsn=min_lsn)
+        context, sources = build_context(hits, self.settings.chat.max_context_tokens, self._chunker)
+        return sources, self._complete(self.prompt(question, context))
 
     def _complete(self, messages: list[dict[str, str]]) -> Iterator[str]:
         chat = self.settings.chat

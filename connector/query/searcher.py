@@ -146,6 +146,14 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """A search's hits, and the visible LSN they reflect (every commit up to it)."""
+
+    hits: list[Hit]
+    lsn: Lsn
+
+
+@dataclass(frozen=True, slots=True)
 class _Current:
     """The physical index the alias points at, as a search reads it: its spec, the embedder of
     its model, and the record's generation (None: no alias, the index under its own name)."""
@@ -213,6 +221,13 @@ class Searcher:
             self.embedder.close()
         self._configured.close()
         self.client.close()
+
+    def check_index(self) -> IndexSpec:
+        """Read again which index the alias points at and check its model (raises when the
+        index is missing or of a model no embedder can be made for); its spec."""
+        self._follow()
+        self._checked = True
+        return self.spec
 
     def _check_model(self) -> None:
         if not self._checked:
@@ -290,6 +305,19 @@ class Searcher:
     ) -> list[Hit]:
         """The k best hits for `text`. `ef_runtime` overrides the index's HNSW EF_RUNTIME
         (`vector.ef_runtime`) for this search."""
+        return self.search_at(text, k, filters, min_lsn, hybrid, timeout_s, ef_runtime).hits
+
+    def search_at(
+        self,
+        text: str,
+        k: int = 5,
+        filters: Mapping[str, FilterValue] | None = None,
+        min_lsn: Lsn | str | None = None,
+        hybrid: bool = False,
+        timeout_s: float = 5.0,
+        ef_runtime: int | None = None,
+    ) -> Found:
+        """`search`, with the visible LSN the answer reflects."""
         if k <= 0:
             raise QueryError(f"k must be a positive number of results, not {k}")
         if ef_runtime is not None and ef_runtime <= 0:
@@ -339,7 +367,7 @@ class Searcher:
         k: int,
         hybrid: bool,
         ef: int | None,
-    ) -> list[Hit]:
+    ) -> Found:
         """One search at one view, usually in two round trips: the view's reads with the
         queries queued after them (Redis runs them in order, so the queries see the index as
         of the view), then the manifests of the hits, which keep only the versions current at
@@ -388,7 +416,7 @@ class Searcher:
         if hybrid:
             bm25 = self._top(found[1], need, view, manifests, _no_score) if found[1:] else []
             hits = fuse_rankings(hits, bm25)
-        return hits[:k]
+        return Found(hits[:k], view.visible)
 
     def _run_legs(self, legs: list[list[EncodableT]]) -> list[object]:
         """The replies of a search's legs (`_legs`), in one round trip."""
