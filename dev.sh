@@ -9,7 +9,7 @@ VENV=${CONNECTOR_VENV:-$PWD/.venv}
 case "${1:-}" in
     test)
         shift
-        scripts/setup.sh
+        CONNECTOR_SETUP_BROWSER=1 scripts/setup.sh
         exec scripts/test.sh "$@"
         ;;
     demo)

@@ -3,7 +3,8 @@
 #   - PostgreSQL server + wal2json (apt),
 #   - libssl.so.1.1 for the Redis Stack binaries, unpacked into a private cache folder
 #     (never installed system-wide; the machine's apt state is left as it was),
-#   - a virtual environment in .venv with the project and its dev extra.
+#   - a virtual environment in .venv with the project and its dev extra,
+#   - with CONNECTOR_SETUP_BROWSER=1 (./dev.sh test), Debian's Chromium for the page's test.
 # Safe to run again: each step is skipped when its result is already there.
 set -euo pipefail
 
@@ -39,6 +40,12 @@ if [ ! -e "/usr/lib/postgresql/$major/lib/wal2json.so" ]; then
     apt_install "postgresql-$major-wal2json"
 fi
 # The cluster created by the postgresql package is not used; the project starts its own.
+
+# --- Chromium, for the test of the page `connector serve` shows (./dev.sh test) -------------
+if [ -n "${CONNECTOR_SETUP_BROWSER:-}" ] && ! command -v chromium >/dev/null; then
+    log "installing Chromium (Debian's; the browser test drives it with Playwright)"
+    apt_install chromium
+fi
 
 # --- Python ------------------------------------------------------------------------------
 PY=${PYTHON:-python3}
