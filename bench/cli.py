@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    api,
     embedding,
     freshness,
     ingest,
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "large": large.run,
     "vectors": vectors.run,
     "reindex": reindex.run,
+    "api": api.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
