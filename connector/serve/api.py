@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from typing import Annotated
 
@@ -40,6 +40,8 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.config import Settings
 from connector.core.keys import checkpoint_key
@@ -180,10 +182,10 @@ class _Api:
             filters[name] = (value.min, value.max) if isinstance(value, Range) else value
         return filters
 
-    def authorized(self, request: Request) -> bool:
+    def authorized(self, headers: Headers) -> bool:
         if not self.tokens:
             return True
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        scheme, _, token = headers.get("authorization", "").partition(" ")
         given = token.strip().encode()
         valid = any(hmac.compare_digest(given, known) for known in self.tokens)
         return scheme.lower() == "bearer" and valid
@@ -212,44 +214,66 @@ def create_app(settings: Settings) -> FastAPI:
         title="connector", version="1",
         description="Search and answer over the Redis index the connector keeps in sync.",
     )  # fmt: skip
-    if settings.serve.cors_origins:
+    app.add_middleware(_Guard, api=api)
+    if settings.serve.cors_origins:  # outside the guard: a preflight needs no token
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.serve.cors_origins,
             allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
         )  # fmt: skip
-    _guard(app, api)
     _errors(app)
     _routes(app, api)
     app.state.api = api
     return app
 
 
-def _guard(app: FastAPI, api: _Api) -> None:
-    """Authentication, the concurrency bound, and the metrics of every request."""
-    slots = asyncio.Semaphore(api.settings.serve.max_concurrency)
-    Next = Callable[[Request], Awaitable[Response]]
+class _Guard:
+    """Authentication, the concurrency bound, and the metrics of every request (plain ASGI:
+    Starlette's `BaseHTTPMiddleware` costs more than a search)."""
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Next) -> Response:
-        route = request.url.path
-        started = time.perf_counter()
-        if route not in _OPEN and request.method != "OPTIONS" and not api.authorized(request):
-            response: Response = _problem(
+    def __init__(self, app: ASGIApp, api: _Api) -> None:
+        self.app = app
+        self.api = api
+        self.slots = asyncio.Semaphore(api.settings.serve.max_concurrency)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route, started, status = scope["path"], time.perf_counter(), [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, sending)
+        else:
+            async with self.slots:
+                await self.app(scope, receive, sending)
+        label = route if route in _MEASURED else "other"  # bounded label values
+        self.api.metrics.requests.labels(label, str(status[0])).inc()
+        self.api.metrics.seconds.labels(label, str(status[0])).observe(
+            time.perf_counter() - started
+        )
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        route, method = scope["path"], scope["method"]
+        if (
+            route not in _OPEN
+            and method != "OPTIONS"
+            and not self.api.authorized(Headers(scope=scope))
+        ):
+            return _problem(
                 401, "missing or wrong bearer token: send Authorization: Bearer <token> "
                 "(serve.api_keys)", headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
-        elif slots.locked():
-            busy = api.settings.serve.max_concurrency
-            response = _problem(503, f"busy: {busy} requests in flight "
-                                "(serve.max_concurrency); retry", headers=_RETRY)  # fmt: skip
-        else:
-            async with slots:
-                response = await call_next(request)
-        outcome = str(response.status_code)
-        label = route if route in _MEASURED else "other"  # bounded label values
-        api.metrics.requests.labels(label, outcome).inc()
-        api.metrics.seconds.labels(label, outcome).observe(time.perf_counter() - started)
-        return response
+        if self.slots.locked():
+            busy = self.api.settings.serve.max_concurrency
+            return _problem(503, f"busy: {busy} requests in flight (serve.max_concurrency); "
+                            "retry", headers=_RETRY)  # fmt: skip
+        return None
 
 
 def _errors(app: FastAPI) -> None:
