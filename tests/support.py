@@ -7,11 +7,17 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import redis
+import uvicorn
 
 from connector.config import Settings
 from connector.core.chunking import Chunker
@@ -21,12 +27,14 @@ from connector.core.versions import Manifest, Version
 from connector.embed.tokenizer import get_encoding
 from connector.ops.verify import compare_table
 from connector.query import Searcher, searcher
+from connector.serve.api import create_app
 from connector.source.catalog import inspect_table
 from connector.source.server import current_wal_lsn
 from connector.source.slots import slot_info
 from connector.source.snapshot import open_snapshot
 from connector.testing import config
 from connector.testing.openai_server import FakeOpenAI
+from connector.testing.services import free_port
 
 # The `documents` table with small chunks, so short test rows already make several.
 DOCUMENTS: dict[str, Any] = {**config.DOCUMENTS, "chunk_tokens": 64, "chunk_overlap": 8}
@@ -139,3 +147,27 @@ def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+# --------------------------------------------------------------------------- the API
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[httpx.Client]:
+    """The API of `settings` on a free loopback port, and a client for it."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(10)

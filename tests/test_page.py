@@ -17,8 +17,7 @@ import pytest
 from connector.config import Settings
 from connector.testing.daemon import DaemonThread
 from connector.testing.openai_server import FakeOpenAI
-from tests.support import make_settings, synced
-from tests.test_serve import serving
+from tests.support import make_settings, serving, synced
 
 Start = Callable[[Settings], DaemonThread]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -7,44 +7,19 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from httpx_sse import connect_sse
 
 from connector.config import Settings
-from connector.serve.api import create_app
 from connector.testing.daemon import DaemonThread
 from connector.testing.openai_server import FakeOpenAI
-from connector.testing.services import free_port
-from tests.support import insert, make_settings, synced, wal_lsn
+from tests.support import insert, make_settings, serving, synced, wal_lsn
 
 Start = Callable[[Settings], DaemonThread]
 TOKEN = "s3cret-token-for-tests"
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[httpx.Client]:
-    """The API of `settings` on a free loopback port, and a client for it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _settings(dsn: str, url: str, **sections: dict[str, object]) -> Settings:
