@@ -6,10 +6,7 @@ the code serves and every environment variable a setting that exists."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -82,24 +79,6 @@ def test_the_dockerfile_is_multi_stage_slim_unprivileged_and_probes_a_served_pat
     assert "local" in extras and "--build-arg EXTRAS=serve,local" in parsed.content
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
-
-
-def test_the_wheel_the_image_installs_has_the_page_the_migrations_and_the_serve_extra(
-    tmp_path: Path,
-) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    wheel = next(tmp_path.glob("*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        names = set(archive.namelist())
-        metadata = next(archive.read(n).decode() for n in names if n.endswith("/METADATA"))
-    assert {"connector/serve/page.html", "connector/py.typed"} <= names
-    assert any(re.match(r"connector/migrations/\d+_.*\.sql", n) for n in names), names
-    serve = [line for line in metadata.splitlines() if 'extra == "serve"' in line]
-    assert any("fastapi" in line for line in serve) and any("uvicorn" in line for line in serve)
 
 
 # --------------------------------------------------------------------------- compose

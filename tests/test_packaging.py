@@ -1,7 +1,9 @@
 """What users get from the repository itself: compose file, example config, entry points."""
 
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_compose_file_names_the_right_services() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "connector"}
+    assert set(services) == {"postgres", "redis", "connector", "serve"}
     pg = services["postgres"]
     assert "wal_level=logical" in pg["command"]
     assert "postgresql-15-wal2json" in pg["build"]["dockerfile_inline"]
@@ -76,6 +78,7 @@ def test_the_built_wheel_runs_its_migrations_and_every_help(tmp_path: Path, pg_d
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     wheel = next(wheels.glob("*.whl"))
+    _check_contents(wheel)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -117,6 +120,17 @@ def test_the_built_wheel_runs_its_migrations_and_every_help(tmp_path: Path, pg_d
     for command in commands:
         done = run(*command, "--help")
         assert done.returncode == 0 and "usage: connector" in done.stdout, (command, done.stderr)
+
+
+def _check_contents(wheel: Path) -> None:
+    """What the image's `pip install .[serve]` gets: the page, the SQL, the serve extra."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = next(archive.read(n).decode() for n in names if n.endswith("/METADATA"))
+    assert {"connector/serve/page.html", "connector/py.typed"} <= names
+    assert any(re.match(r"connector/migrations/\d+_.*\.sql", n) for n in names), names
+    serve = [line for line in metadata.splitlines() if 'extra == "serve"' in line]
+    assert any("fastapi" in line for line in serve) and any("uvicorn" in line for line in serve)
 
 
 def _subcommands(parser: Any, group: str | None = None) -> list[str]:
