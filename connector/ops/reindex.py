@@ -35,7 +35,6 @@ from connector.sink.layout import (
     alter,
     begin_rebuild,
     compare,
-    open_alias,
     read_built,
     read_record,
     wanted,
@@ -111,7 +110,12 @@ def plan_reindex(settings: Settings, model: Embedder, only: list[str] | None) ->
         for alias, want in wanted(settings, model).items():
             if not chosen & {t.qualified_name for t in want.tables}:
                 continue
-            record, _dropped = open_alias(client, alias, want)
+            record = read_record(client, alias)  # a plan changes nothing: no alias is made here
+            if record is None:
+                raise ConfigError(
+                    f"index {alias} has not been built yet (no alias record): `connector run` "
+                    "builds it with these settings; there is nothing to rebuild"
+                )
             built = read_built(client, record.current, want.tables) or want
             change = compare(built, want)
             rows = sum(count_rows(conn, inspect_table(conn, t)) for t in want.tables)
