@@ -95,20 +95,24 @@ def prepare(
     for alias, want in wanted(settings, embedder).items():
         record, was_dropped = open_alias(client, alias, want)
         dropped = dropped or was_dropped
-        if reconcile:
-            layouts[alias] = _reconcile(client, record, want, auto)
-        else:
-            current = read_built(client, record.current, want.tables) or want
-            building = read_built(client, record.building) if record.building else None
-            layouts[alias] = Layout(record, current, building)
+        layouts[alias] = (
+            _reconcile(client, record, want, auto) if reconcile else _read(client, record, want)
+        )
     if dropped:  # the daemon copies the tables again
         forget_checkpoint(client, settings.postgres.slot)
     return layouts
 
 
-def _reconcile(client: redis.Redis, record: Record, want: Built, auto: bool) -> Layout:
+def _read(client: redis.Redis, record: Record, want: Built) -> Layout:
+    """The index as Redis records it (`want`'s tables where an earlier connector did not)."""
     current = read_built(client, record.current, want.tables) or want
     building = read_built(client, record.building) if record.building else None
+    return Layout(record, current, building)
+
+
+def _reconcile(client: redis.Redis, record: Record, want: Built, auto: bool) -> Layout:
+    found = _read(client, record, want)
+    current, building = found.current, found.building
     change = compare(current, want)
     if not change.rebuild:
         if change.rewrite:

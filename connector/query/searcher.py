@@ -316,8 +316,10 @@ class Searcher:
         hybrid: bool = False,
         timeout_s: float = 5.0,
         ef_runtime: int | None = None,
+        embedded: Callable[[float], None] | None = None,
     ) -> Found:
-        """`search`, with the visible LSN the answer reflects."""
+        """`search`, with the visible LSN the answer reflects; `embedded` is told how long the
+        question took to embed (a cache hit included)."""
         if k <= 0:
             raise QueryError(f"k must be a positive number of results, not {k}")
         if ef_runtime is not None and ef_runtime <= 0:
@@ -331,7 +333,10 @@ class Searcher:
             self.wait_for(min_lsn, timeout_s)
         for _attempt in range(_VIEW_ATTEMPTS):
             state = self._state
+            began = time.perf_counter()
             vector = encode(self.embed_query(text, state.embedder), state.spec.vector.type)
+            if embedded is not None:
+                embedded(time.perf_counter() - began)
             ef = ef_runtime or state.spec.vector.ef_runtime
             try:
                 return self._search(state, text, vector, query, k, hybrid, ef)

@@ -44,14 +44,12 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.config import Settings
-from connector.core.keys import checkpoint_key
 from connector.core.lsn import Lsn
 from connector.errors import ConnectorError, QueryError
 from connector.logs import redact
 from connector.query.answerer import Answerer, cited_sources
 from connector.query.searcher import FilterValue, Hit, NotCaughtUpError, Searcher, searcher
 from connector.sink.checkpoint import read_checkpoint
-from connector.sink.redis_client import text
 
 log = logging.getLogger(__name__)
 
@@ -314,9 +312,10 @@ def _routes(app: FastAPI, api: _Api) -> None:
     def search(body: SearchRequest) -> SearchResponse:
         filters = api.check(body)
         found = api.searcher(body.index)
-        with api.metrics.embedding.time():
-            found.embed_query(body.text)  # cached: the search below takes it from there
-        result = found.search_at(body.text, body.k, filters, body.min_lsn, body.hybrid, timeout)
+        result = found.search_at(
+            body.text, body.k, filters, body.min_lsn, body.hybrid, timeout,
+            embedded=api.metrics.embedding.observe,
+        )  # fmt: skip
         return SearchResponse(hits=[HitOut.of(h) for h in result.hits], lsn=str(result.lsn))
 
     @app.post("/v1/ask", response_class=StreamingResponse,
@@ -335,15 +334,13 @@ def _routes(app: FastAPI, api: _Api) -> None:
     def index(name: str | None = None) -> IndexState:
         found = api.searcher(name)
         spec = found.check_index()
-        client = found.client
-        raw = client.hget(checkpoint_key(api.settings.postgres.slot), "visible")
-        checkpoint = read_checkpoint(client, api.settings.postgres.slot)
-        lag = None
+        checkpoint = read_checkpoint(found.client, api.settings.postgres.slot)
+        lag = lsn = None
         if checkpoint is not None:
             lag = round(time.time() - (checkpoint.commit_time or checkpoint.updated_at), 3)
-        lsn = Lsn.parse(text(raw)) if raw else Lsn(0)
-        return IndexState(index=spec.name, physical=spec.physical_name, lsn=str(lsn),
-                          lag_seconds=lag)  # fmt: skip
+            lsn = checkpoint.visible
+        return IndexState(index=spec.name, physical=spec.physical_name,
+                          lsn=str(lsn or Lsn(0)), lag_seconds=lag)  # fmt: skip
 
     _probes(app, api)
 

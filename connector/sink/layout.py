@@ -423,8 +423,7 @@ def _drop_older_schema(client: redis.Redis, alias: str, record: Record | None) -
     for name in {alias, record.current.name if record else alias}:
         with contextlib.suppress(redis.ResponseError):
             command(client, "FT.DROPINDEX", name)
-    while drop_keys(client, prefix, 10_000):
-        pass
+    drop_all_keys(client, prefix)
     client.delete(alias_key(alias))
     return True
 
@@ -455,8 +454,7 @@ def begin_rebuild(client: redis.Redis, record: Record, want: Built, reason: str)
     """Create the next physical index and record that a rebuild is building it."""
     serial = record.serial + 1
     building = Physical(physical_name(client, record.alias, serial), f"{record.alias}_v{serial}")
-    while drop_keys(client, building.prefix, 10_000):  # leftovers of an abandoned one
-        pass
+    drop_all_keys(client, building.prefix)  # leftovers of an abandoned one
     with contextlib.suppress(redis.ResponseError):
         command(client, "FT.DROPINDEX", building.name)
     create_physical(client, building, want)
@@ -477,8 +475,7 @@ def abandon_building(client: redis.Redis, record: Record) -> None:
         return
     with contextlib.suppress(redis.ResponseError):
         command(client, "FT.DROPINDEX", record.building.name)
-    while drop_keys(client, record.building.prefix, 10_000):
-        pass
+    drop_all_keys(client, record.building.prefix)
     _end_rebuild(client, record.alias)
     log.warning("index %s: abandoned the rebuild into %s", record.alias, record.building.name)
 
@@ -541,6 +538,12 @@ def retire_step(client: redis.Redis, record: Record, grace_s: float, budget: int
     client.hdel(alias_key(record.alias), "retiring", "retiring_prefix", "retired_at")
     log.info("index %s: dropped %s and its keys", record.alias, old.name)
     return False
+
+
+def drop_all_keys(client: redis.Redis, prefix: str) -> None:
+    """Unlink every key under `prefix:`, in bounded steps."""
+    while drop_keys(client, prefix, 10_000):
+        pass
 
 
 def drop_keys(client: redis.Redis, prefix: str, budget: int) -> int:
