@@ -246,3 +246,26 @@ def test_a_metadata_column_added_is_filterable_for_old_and_new_rows_without_a_re
     assert (record.current.name, record.serial, record.building) == ("documents_v1", 1, None)
     assert_index_equals_table(new, migrated_dsn)
     client.close()
+
+
+def test_connector_reindex_refuses_a_rebuild_redis_has_no_memory_for(
+    migrated_dsn: str, redis_url: str, run_connector: Start, tmp_path: Path
+) -> None:
+    old = make_settings(migrated_dsn, redis_url)
+    new = make_settings(migrated_dsn, redis_url, embedding={"dimensions": 512})
+    client = connect(redis_url)
+    run_connector(old)
+    _bulk(migrated_dsn, 1, 500)
+    synced(old, migrated_dsn)
+    config = write_config(tmp_path / "new.toml", new)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used + (1 << 20))  # 1 MB of room: far less than a copy
+    try:
+        refused = cli(config, "reindex")
+    finally:
+        client.config_set("maxmemory", 0)
+    assert refused.returncode != 0, refused.stdout
+    assert "more than Redis has room for" in refused.stderr, refused.stderr
+    assert "--force" in refused.stderr and "Traceback" not in refused.stderr
+    assert _record(client).building is None  # nothing was started
+    client.close()
