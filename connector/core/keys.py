@@ -29,6 +29,18 @@ def alias_key(index: str) -> str:
     return f"connector:index:{index}"
 
 
+def deadletter_key(index: str) -> str:
+    """The dead-letter stream of an index name: the record of what to replay. It lies outside
+    every physical index's prefix, so a rebuild, a switch or the retirement of the index before
+    it (which unlink a prefix's keys, sink.layout) keeps it."""
+    return f"connector:deadletter:{index}"
+
+
+def failing_key(slot: str) -> str:
+    """The tables whose changes are being dead-lettered (flow.health), for `status`."""
+    return f"connector:{slot}:failing"
+
+
 def staged_key(slot: str) -> str:
     """The LSN of the newest batch staging has started: while it is above the visible LSN,
     versions are pending, and a search they crowd asks again with the visibility filter."""
@@ -38,6 +50,12 @@ def staged_key(slot: str) -> str:
 def durable_key(slot: str) -> str:
     """Written before each WAITAOF (which only waits for the caller's own writes)."""
     return f"connector:{slot}:durable"
+
+
+def partitions_key(slot: str) -> str:
+    """The partitions of partitioned tables the connector has copied (a SET of their names):
+    one missing from it is new to the connector and is copied (flow.partitions)."""
+    return f"connector:{slot}:partitions"
 
 
 def stats_key(slot: str) -> str:
@@ -86,10 +104,6 @@ class Keyspace:
     @property
     def meta(self) -> str:
         return f"{self.prefix}:meta"
-
-    @property
-    def deadletter(self) -> str:
-        return f"{self.prefix}:deadletter"
 
     def table_of_row(self, row_key: str) -> str:
         """The table of a manifest key (`P:row:<schema.table>:<key>`; table names hold no `:`)."""

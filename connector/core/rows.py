@@ -30,6 +30,7 @@ class RowState:
     deleted: bool
     values: dict[str, PgValue] = field(default_factory=dict)
     inserted: bool = False  # the last change was an INSERT (all columns were sent)
+    leaf: str = ""  # the partition it is in, for a partitioned table (its manifest records it)
 
     @property
     def missing_content(self) -> list[str]:
@@ -63,6 +64,18 @@ class BatchEffects:
     truncated: dict[str, Lsn] = field(default_factory=dict)
     last_lsn: Lsn = ZERO
     skipped: list[tuple[RowChange, str]] = field(default_factory=list)
+    # Partitions truncated alone, by (table, leaf). The rows Redis holds in that leaf are
+    # deleted at that LSN (the planner finds them by the leaf their manifests record).
+    truncated_leaves: dict[tuple[str, str], LeafTruncate] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LeafTruncate:
+    """A TRUNCATE of one partition of a partitioned table."""
+
+    table: TableInfo
+    leaf: str
+    lsn: Lsn
 
 
 def split(effects: BatchEffects, rows: int) -> list[BatchEffects]:
@@ -76,6 +89,7 @@ def split(effects: BatchEffects, rows: int) -> list[BatchEffects]:
     ] or [BatchEffects(last_lsn=effects.last_lsn)]
     slices[0].truncated = dict(effects.truncated)
     slices[0].skipped = list(effects.skipped)
+    slices[0].truncated_leaves = dict(effects.truncated_leaves)
     return slices
 
 
@@ -110,14 +124,35 @@ def collect(
     return effects
 
 
+def _truncate_leaf(effects: BatchEffects, table: TableInfo, leaf: str, lsn: Lsn) -> None:
+    """One partition truncated: its rows in this batch are deleted, and so are those Redis
+    holds in it (`truncated_leaves`). Every leaf truncated (TRUNCATE of the parent) is a
+    truncate of the table: one floor instead of finding rows."""
+    for ident, state in effects.rows.items():
+        if ident[0] == table.name and state.leaf == leaf and not state.deleted:
+            effects.rows[ident] = RowState(table, state.key, lsn, deleted=True, leaf=leaf)
+    effects.truncated_leaves[(table.name, leaf)] = LeafTruncate(table, leaf, lsn)
+    done = {lf for (name, lf), t in effects.truncated_leaves.items()
+            if name == table.name and t.lsn == lsn}  # fmt: skip
+    if table.leaves and table.leaves <= done:
+        for name_leaf in [k for k in effects.truncated_leaves if k[0] == table.name]:
+            del effects.truncated_leaves[name_leaf]
+        effects.rows = {k: v for k, v in effects.rows.items() if k[0] != table.name}
+        effects.truncated[table.name] = lsn
+
+
 def _apply_change(effects: BatchEffects, table: TableInfo, change: RowChange, lsn: Lsn) -> None:
+    leaf = change.table if change.table != table.name else ""
+    if change.op is Op.TRUNCATE and leaf:
+        _truncate_leaf(effects, table, leaf, lsn)
+        return
     if change.op is Op.TRUNCATE:
         effects.rows = {k: v for k, v in effects.rows.items() if k[0] != table.name}
         effects.truncated[table.name] = lsn
         return
     if change.op is Op.DELETE:
         key = row_key(table, change.old)
-        effects.rows[(table.name, key)] = RowState(table, key, lsn, deleted=True)
+        effects.rows[(table.name, key)] = RowState(table, key, lsn, deleted=True, leaf=leaf)
         return
     key = row_key(table, change.new)
     if change.op is Op.UPDATE and change.old:
@@ -129,7 +164,7 @@ def _apply_change(effects: BatchEffects, table: TableInfo, change: RowChange, ls
     if change.op is Op.UPDATE:
         _fill_unchanged(values, table, change.old, previous)
     effects.rows[(table.name, key)] = RowState(
-        table, key, lsn, deleted=False, values=values, inserted=change.op is Op.INSERT
+        table, key, lsn, deleted=False, values=values, inserted=change.op is Op.INSERT, leaf=leaf
     )
 
 

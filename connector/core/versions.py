@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from connector.core.lsn import Lsn
 
 DELETED = "-"
+# The manifest field that names the partition a row of a partitioned table is in.
+LEAF_FIELD = "leaf"
 
 
 def chunk_id(text_hash: str, lsn: Lsn, repeat: int = 0) -> str:

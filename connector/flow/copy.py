@@ -45,18 +45,21 @@ def copy_tables(
     batch_rows: int,
     stop: threading.Event | None = None,
     report: Report | None = None,
+    only: str | None = None,
 ) -> int:
-    """Write every row of `tables`, as `conn`'s snapshot sees them, as of LSN `at`."""
+    """Write every row of `tables` (of their partition `only`), as `conn`'s snapshot sees
+    them, as of LSN `at`."""
     chosen = list(tables)
-    counts = [count_rows(conn, table) for table in chosen]
+    counts = [count_rows(conn, table, only) for table in chosen]
     copied = 0
     with Stager() as stager:  # each batch is staged while the next one is read and planned
         for table, count in zip(chosen, counts, strict=True):
             progress = Progress(f"snapshot of {table.name}", count)
-            for rows in copy_table(conn, table, batch_rows):
+            for rows in copy_table(conn, table, batch_rows, only):
                 if stop is not None and stop.is_set():
                     raise ReplicationError(f"stopped during the snapshot of {table.name}")
-                effects = collect([Transaction(None, at, None, rows)], {table.name: table})
+                owner = {change.table: table for change in rows}  # the table, or its leaves
+                effects = collect([Transaction(None, at, None, rows)], owner)
                 plan = applier.plan(effects)  # rows are copied once each: no need to settle
                 stager.submit((), functools.partial(applier.stage, plan, None))
                 progress.advance(len(rows))
@@ -75,10 +78,12 @@ def copy_at_new_snapshot(
     purpose: str,
     stop: threading.Event | None = None,
     report: Report | None = None,
+    only: str | None = None,
 ) -> tuple[Lsn, int]:
     """Copy `tables` as of a fresh consistent snapshot (exported by a temporary slot, which
     goes with its connection), and raise their floors to it: once readers are at that LSN they
-    see the copy, and rows the copy did not rewrite are hidden. Returns the LSN and the rows."""
+    see the copy, and rows the copy did not rewrite are hidden. Returns the LSN and the rows.
+    With `only` (a partition new to the connector) just its rows are copied, no floor raised."""
     name = f"{settings.postgres.slot}_{purpose}_{os.getpid()}_{next(_TEMPORARY_SLOTS)}"
     repl = ReplicationConnection(settings.postgres, name)
     try:
@@ -87,10 +92,10 @@ def copy_at_new_snapshot(
         log.info("%s of %s from a snapshot at %s", purpose, ", ".join(t.name for t in tables), at)
         with open_snapshot(conninfo(settings.postgres), snapshot) as conn:
             batch = settings.pipeline.batch_max_rows
-            rows = copy_tables(conn, applier, tables, at, batch, stop, report)
+            rows = copy_tables(conn, applier, tables, at, batch, stop, report, only)
             conn.rollback()
     finally:
         repl.close()
-    for table in tables:
+    for table in tables if only is None else ():
         applier.raise_floor(table.name, at)
     return at, rows

@@ -47,7 +47,9 @@ from connector.errors import (
 from connector.flow.applier import Applier, Plan
 from connector.flow.copy import copy_tables
 from connector.flow.durability import Durability
+from connector.flow.health import TableHealth
 from connector.flow.monitor import Monitor, Progress
+from connector.flow.partitions import Partitions, check_overlaps
 from connector.flow.queue import ChangeQueue, Idle, Item
 from connector.flow.reader import Reader
 from connector.flow.rebuild import Rebuilds
@@ -74,6 +76,8 @@ _GC_BUSY_S = 0.002
 _GC_IDLE_S = 0.02
 # How often the daemon looks at its indexes' records: a rebuild to switch, or one asked for.
 _LAYOUT_POLL_S = 0.25
+# How often it looks for partitions new to it (partitioned tables only).
+_PARTITION_POLL_S = 2.0
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ReplicationError,
@@ -106,6 +110,8 @@ class Connector:
         self._lag_bytes: int | None = None  # set by the monitor at each check
         self.applier: Applier | None = None
         self.redis_pause = WritePause(metrics.set_redis_oom if metrics is not None else None)
+        # Tables whose changes are being dead-lettered: said once per episode, across attempts.
+        self.health = TableHealth(settings.postgres.slot, metrics)
         # Rows per batch: the setting, halved after a batch write timed out (and grown back).
         self._batch_rows = settings.pipeline.batch_max_rows
         self._streamed = False  # this attempt reached streaming (resets the backoff)
@@ -115,6 +121,7 @@ class Connector:
         self._staging_commit: float | None = None
         self._rebuilds: Rebuilds | None = None
         self._reconciled = False
+        self._partitions: Partitions | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -155,22 +162,24 @@ class Connector:
         repl = ReplicationConnection(self.settings.postgres)
         reselector = Reselector(conninfo(self.settings.postgres))
         rebuilds: Rebuilds | None = None
+        partitions: Partitions | None = None
         found: list[Target] = []
         try:
             client.ping()
             check_eviction_policy(client, self.settings.redis.allow_eviction)
             tables, system_id = self._inspect()
+            partitions = self._partitions = Partitions(self.settings, tables)
             # The settings are held against the indexes once, at the first start; after that
             # (a switch, a rebuild `connector reindex` asked for) Redis's layouts are followed.
             layouts = prepare(
                 client, self.settings, self.embedder, self.settings.reindex.auto,
-                reconcile=not self._reconciled,
+                reconcile=not self._reconciled, system_id=system_id,
             )  # fmt: skip
             self._reconciled = True
             found = targets(layouts, self.settings, self.embedder, client)
             applier = Applier(
                 client, self.settings, self.embedder, system_id, reselector,
-                collect_garbage=True, targets=found,
+                collect_garbage=True, targets=found, health=self.health,
             )  # fmt: skip
             self.redis_pause.accepted()
             self.applier = applier
@@ -181,6 +190,8 @@ class Connector:
         finally:
             if rebuilds is not None:
                 rebuilds.close()
+            if partitions is not None:
+                partitions.close()
             close_extra(found, self.embedder)
             reselector.close()
             repl.close()
@@ -190,6 +201,7 @@ class Connector:
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
             tables = {t.qualified_name: inspect_table(conn, t) for t in self.settings.tables}
             system_id = system_identifier(conn)
+        check_overlaps(tables)
         for table in tables.values():
             if len(table.settings.content) > 1 and not table.full_identity:
                 log.info(
@@ -243,6 +255,8 @@ class Connector:
             conn.rollback()
         for table in tables:  # rows Redis held from before, that the copy did not rewrite
             applier.raise_floor(table, consistent)
+        if self._partitions is not None:
+            self._partitions.record_copied(applier.client)
         applier.flip(consistent)
         self.checkpoint = consistent
         return consistent
@@ -261,7 +275,9 @@ class Connector:
         stop = threading.Event()
         pipeline = self.settings.pipeline
         queue = ChangeQueue(pipeline.queue_max_changes)
-        repl.start(start, list(tables))
+        partitions = self._partitions
+        assert partitions is not None
+        repl.start(start, partitions.filter())
         durable_client = client_for(self.settings.redis)
         durability = Durability(
             durable_client,
@@ -349,6 +365,9 @@ class Connector:
         pipeline = self.settings.pipeline
         stager = Stager()
         next_poll = time.monotonic() + _LAYOUT_POLL_S
+        partitions = self._partitions
+        assert partitions is not None
+        next_partitions = 0.0  # at once: partitions new since the last start are copied
         try:
             while not stop.is_set() and not self.stop_event.is_set():
                 batch = queue.take(self._batch_rows, pipeline.batch_max_wait_ms / 1000, 0.25)
@@ -362,6 +381,9 @@ class Connector:
                     next_poll = time.monotonic() + _LAYOUT_POLL_S
                     if rebuilds.poll(applier.client, applier.visible):
                         break  # a switch, or a rebuild asked for: start again with the layouts
+                if partitions.partitioned and time.monotonic() >= next_partitions:
+                    next_partitions = time.monotonic() + _PARTITION_POLL_S
+                    partitions.poll(applier.client, rebuilds.targets)
             stager.drain()
         finally:
             stager.close()
@@ -409,7 +431,8 @@ class Connector:
         txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > self.checkpoint]
         idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
         if txns:
-            effects = collect(txns, tables)
+            assert self._partitions is not None
+            effects = collect(txns, self._partitions.routes_for(txns))
             # A piece of a large transaction is staged, not flipped: its end flips.
             target = None if txns[-1].partial else max(effects.last_lsn, idle)
             last_commit = txns[-1].commit_time

@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 from connector.config import Settings, VectorType
 from connector.core.changes import Op, RowChange
 from connector.core.chunking import Chunker, text_hash
+from connector.core.fulltext import ORIGINAL_FIELD, content_fields, readable
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, RowState
-from connector.core.tables import TableInfo
+from connector.core.tables import TableInfo, gone_columns
 from connector.core.vectors import convert, encode
 from connector.core.versions import (
     Manifest,
@@ -91,7 +92,8 @@ class Planner:
 
     def plan(self, effects: BatchEffects, visible: Lsn) -> BatchWrite:
         """The writes of `effects` for readers now at `visible`."""
-        states = [self._bind(s) for s in effects.rows.values() if s.table.name in self._tables]
+        changed = [*effects.rows.values(), *self._leaf_deletes(effects)]
+        states = [self._bind(s) for s in changed if s.table.name in self._tables]
         manifests = self.writer.manifests([(s.table.name, s.key) for s in states])
         floors = self.writer.floors(s.table.name for s in states)
         batch = BatchWrite(
@@ -122,6 +124,18 @@ class Planner:
         self._embed(batch)
         return batch
 
+    def _leaf_deletes(self, effects: BatchEffects) -> list[RowState]:
+        """The rows Redis holds in a partition truncated alone, deleted at the truncate's LSN
+        (rows the batch itself wrote after the truncate are in `effects.rows` already)."""
+        deletes = []
+        for (table, leaf), cut in effects.truncated_leaves.items():
+            if table not in self._tables:
+                continue
+            for key in self.writer.rows_in_leaf(table, leaf):
+                if (table, key) not in effects.rows:
+                    deletes.append(RowState(cut.table, key, cut.lsn, deleted=True, leaf=leaf))
+        return deletes
+
     def _bind(self, state: RowState) -> RowState:
         """The row read with this index's settings of its table (a rebuild's may differ)."""
         wanted = self._tables[state.table.name]
@@ -134,16 +148,26 @@ class Planner:
 
     def _mend(self, batch: BatchWrite) -> None:
         """A copy from a snapshot (resync, `verify --repair`) keeps unchanged chunks (no second
-        vector of the same text in HNSW), but rewrites any a hand or an eviction damaged."""
+        vector of the same text in HNSW), but rewrites any a hand or an eviction damaged, and
+        any whose text is right but not indexed as `fulltext` has it (its vector is kept)."""
         kept = [(row, chunk) for row in batch.rows for chunk in row.kept]
         if not kept:
             return
-        stored = self.writer.chunk_fields(
-            [(r.state.table.name, r.state.key, c.id) for r, c in kept], "content"
-        )
-        for (row, chunk), (content,) in zip(kept, stored, strict=True):
-            if content is None or text_hash(content.decode()) != id_text_hash(chunk.id):
-                row.chunks.append(chunk)
+        where = [(r.state.table.name, r.state.key, c.id) for r, c in kept]
+        stored = self.writer.chunk_fields(where, "content", ORIGINAL_FIELD)
+        renormalise = []
+        for (row, chunk), place, (content, original) in zip(kept, where, stored, strict=True):
+            if content is not None and _stored_fields(content, original) == content_fields(
+                chunk.text
+            ):
+                continue  # intact
+            row.chunks.append(chunk)
+            written = _readable(content, original) if content is not None else None
+            if written is not None and text_hash(written) == id_text_hash(chunk.id):
+                renormalise.append((chunk, place))
+        vectors = self.writer.chunk_fields([place for _c, place in renormalise], "embedding")
+        for (chunk, _place), (vector,) in zip(renormalise, vectors, strict=True):
+            chunk.vector = vector or None
 
     def _reselect(self, states: list[RowState], stats: ApplyStats) -> Reselected:
         if not states or self.reselect is None:
@@ -156,15 +180,17 @@ class Planner:
         state = row.state
         if state.deleted:
             return _write(row, Version(state.lsn, deleted=True), [], {})
+        if state.inserted and (state.missing_content or state.missing_metadata):
+            # An INSERT carries every column: the ones it lacks are gone (as an UPDATE's
+            # read-back finds them), and a row is never indexed without its metadata.
+            missing = [*state.missing_content, *state.missing_metadata]
+            letters.append((_as_change(state), gone_columns(state.table, "INSERT", missing)))
+            return None
         metadata = state.metadata_fields()
         meta = metadata_fingerprint(metadata)
         base = row.base if row.base is not None and not row.base.deleted else None
         if state.missing_content:
-            if (
-                base is None
-                or state.inserted
-                or len(state.missing_content) < len(state.table.settings.content)
-            ):
+            if base is None or len(state.missing_content) < len(state.table.settings.content):
                 letters.append((_as_change(state), _missing_columns_error(state)))
                 return None
             return self._plan_metadata(row, base, metadata, meta)
@@ -200,13 +226,13 @@ class Planner:
             return None
         table, key = row.state.table.name, row.state.key
         stored = self.writer.chunk_fields(
-            [(table, key, c) for c in base.chunks], "content", "embedding"
+            [(table, key, c) for c in base.chunks], "content", ORIGINAL_FIELD, "embedding"
         )
-        texts = [(content or b"").decode() for content, _vector in stored]
+        texts = [_readable(content or b"", original) for content, original, _vector in stored]
         ids = assign_ids([id_text_hash(c) for c in base.chunks], row.state.lsn, None)
         chunks = [
             NewChunk(c, t, vector, n)
-            for n, (c, t, (_content, vector)) in enumerate(zip(ids, texts, stored, strict=True))
+            for n, (c, t, (*_text, vector)) in enumerate(zip(ids, texts, stored, strict=True))
         ]
         return _write(row, Version(row.state.lsn, ids, meta=meta), chunks, metadata)
 
@@ -279,6 +305,18 @@ class Planner:
             return exc.vectors, exc.errors
 
 
+def _stored_fields(content: bytes, original: bytes | None) -> dict[str, str]:
+    fields = {"content": content.decode()}
+    if original is not None:
+        fields[ORIGINAL_FIELD] = original.decode()
+    return fields
+
+
+def _readable(content: bytes, original: bytes | None) -> str:
+    """A stored chunk's text as written (core.fulltext)."""
+    return readable(content.decode(), original.decode() if original is not None else None)
+
+
 def _drop_refused(batch: BatchWrite, refused: dict[str, str]) -> None:
     """Rows with a text the provider refused become dead letters; the others are staged."""
     kept = []
@@ -328,11 +366,6 @@ def _needs_reselect(row: _Row) -> bool:
 
 def _missing_columns_error(state: RowState) -> str:
     columns = ", ".join(state.missing_content)
-    if state.inserted:
-        return (
-            f"table {state.table.name}: the INSERT has no column {columns}: was it dropped or "
-            "renamed? Fix [[tables]] content (then `connector resync`)"
-        )
     return (
         f"table {state.table.name}: the UPDATE left out content column(s) {columns} (unchanged "
         "TOASTed values, or dropped/renamed columns) and their text is not known: run ALTER "
@@ -341,4 +374,4 @@ def _missing_columns_error(state: RowState) -> str:
 
 
 def _as_change(state: RowState) -> RowChange:
-    return RowChange(Op.UPDATE, state.table.name, new=state.values)
+    return RowChange(Op.INSERT if state.inserted else Op.UPDATE, state.table.name, new=state.values)

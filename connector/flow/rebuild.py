@@ -111,6 +111,11 @@ class Rebuilds:
         self._copiers: list[Copier] = []
         self._retiring = {a: lay.record for a, lay in layouts.items() if lay.record.retiring}
 
+    @property
+    def targets(self) -> list[Target]:
+        """Every target the daemon writes (the current indexes, and the rebuilds' new ones)."""
+        return self._targets
+
     def start(self, tables: dict[str, TableInfo]) -> None:
         """Start the copies the layouts call for (the daemon already writes every target)."""
         for alias, layout in self.layouts.items():

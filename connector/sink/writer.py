@@ -24,10 +24,11 @@ import redis
 
 from connector.config import Settings
 from connector.core.changes import RowChange
+from connector.core.fulltext import ORIGINAL_FIELD, content_fields
 from connector.core.keys import checkpoint_key, staged_key
 from connector.core.lsn import Lsn
 from connector.core.rows import RowState
-from connector.core.versions import Manifest, Version, parse_floors
+from connector.core.versions import LEAF_FIELD, Manifest, Version, parse_floors
 from connector.errors import ResyncNeeded
 from connector.sink.checkpoint import checkpoint_fields
 from connector.sink.redis_client import Fields, read_fields, text
@@ -123,6 +124,7 @@ class IndexWriter:
         # The physical indexes written (sink.layout), by index name: the settings' own by default.
         self.specs = dict(specs) if specs is not None else index_specs(settings.tables)
         self.keys = {table: spec.keys for spec in self.specs.values() for table in spec.tables}
+        self._letters = {t: spec.deadletter for spec in self.specs.values() for t in spec.tables}
         self._checkpoint_key = checkpoint_key(settings.postgres.slot)
         self._staged_key = staged_key(settings.postgres.slot)
         self._flip = client.register_script(_FLIP)
@@ -136,6 +138,29 @@ class IndexWriter:
     def manifests(self, rows: Sequence[tuple[str, str]]) -> list[Manifest]:
         """The manifest of each row (table, encoded key), in order."""
         return read_manifests(self.client, self.keys, rows)
+
+    def rows_in_leaf(self, table: str, leaf: str) -> list[str]:
+        """The encoded keys of `table`'s rows whose manifest says they are in partition `leaf`
+        (a scan of the table's manifests, in bounded steps: a TRUNCATE of one partition)."""
+        keys = self.keys[table]
+        found: list[str] = []
+        names: list[bytes] = []
+
+        def check() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hget(name, LEAF_FIELD)
+            for name, value in zip(names, pipe.execute(), strict=True):
+                if value is not None and text(value) == leaf:
+                    found.append(keys.key_from_row(text(name), table))
+            names.clear()
+
+        for name in self.client.scan_iter(match=keys.row_pattern(table), count=1000):
+            names.append(name)
+            if len(names) >= 500:
+                check()
+        check()
+        return found
 
     def set_visible(self, lsn: Lsn) -> None:
         """Raise the visible LSN alone (never lowers it): a resync of every table while no
@@ -192,13 +217,16 @@ class IndexWriter:
         nulls = [c for c in row.state.table.settings.metadata if c not in row.metadata]
         for chunk in row.chunks:
             fields: Fields = {
-                "content": chunk.text, "embedding": chunk.vector or b"", "table": table,
+                **content_fields(chunk.text), "embedding": chunk.vector or b"", "table": table,
                 "pk": key, "chunk": chunk.position, "lsn": row.version.lsn.value,
             }  # fmt: skip
             fields.update(row.metadata)
             out.pipe.hset(keys.chunk(table, key, chunk.id), mapping=fields)
-            if nulls:
-                out.pipe.hdel(keys.chunk(table, key, chunk.id), *nulls)
+            # A text kept as written that no longer applies (a chunk repaired in place) goes
+            # too: deleting a field that is not there costs Redis no re-indexing.
+            gone = nulls if ORIGINAL_FIELD in fields else [*nulls, ORIGINAL_FIELD]
+            if gone:
+                out.pipe.hdel(keys.chunk(table, key, chunk.id), *gone)
             out.queued(2 if nulls else 1)
         stats.chunks_written += len(row.chunks)
 
@@ -210,7 +238,10 @@ class IndexWriter:
         # the next attempt (commands the kernel had buffered), and an addition arriving late is
         # the same addition again. Replaced pending versions are overwritten by their own
         # transaction's staging (same field); chunks no version lists are collected (sink.gc).
-        out.pipe.hset(manifest, str(row.version.lsn.value), row.version.value)
+        fields: Fields = {str(row.version.lsn.value): row.version.value}
+        if row.state.leaf:  # the partition it is in: a TRUNCATE of that partition finds it
+            fields[LEAF_FIELD] = row.state.leaf
+        out.pipe.hset(manifest, mapping=fields)
         out.pipe.persist(manifest)  # a row deleted before keeps no tombstone TTL
         out.queued(2)
         if row.state.deleted:
@@ -223,10 +254,11 @@ class IndexWriter:
     def _stage_dead_letter(
         self, out: _Bounded, change: RowChange, error: str, lsn: Lsn, stats: ApplyStats
     ) -> None:
-        index = self.keys.get(change.table)
-        if index is None:
+        stream = self._letters.get(change.table)
+        if stream is None:
             return
-        log.warning("dead-lettered a row of %s: %s", change.table, error)
+        # flow.health says it: rate-limited per table, and one ERROR when the table is failing
+        log.debug("dead-lettered a row of %s: %s", change.table, error)
         entry: Fields = {
             "table": change.table,
             "op": change.op.value,
@@ -235,7 +267,7 @@ class IndexWriter:
             "row": _row_summary(change),
         }
         limit = self.settings.pipeline.deadletter_max
-        out.pipe.xadd(index.deadletter, entry, maxlen=limit, approximate=True)
+        out.pipe.xadd(stream, entry, maxlen=limit, approximate=True)
         out.queued()
         stats.dead_letters += 1
 

@@ -30,36 +30,63 @@ def open_snapshot(dsn: str, snapshot: str | None) -> psycopg.Connection[tuple[ob
     return conn
 
 
-def count_rows(conn: psycopg.Connection[tuple[object, ...]], table: TableInfo) -> int:
-    schema, name = table.settings.schema_and_table
-    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+def _relation(table: TableInfo, only: str | None) -> sql.Identifier:
+    """The relation a copy reads: the table, or one of its partitions (`only`)."""
+    if only is None:
+        return sql.Identifier(*table.settings.schema_and_table)
+    schema, _, name = only.partition(".")
+    return sql.Identifier(schema, name)
+
+
+def count_rows(
+    conn: psycopg.Connection[tuple[object, ...]], table: TableInfo, only: str | None = None
+) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}").format(_relation(table, only))
     row = conn.execute(query).fetchone()
     return int(str(row[0])) if row else 0
 
 
 def copy_table(
-    conn: psycopg.Connection[tuple[object, ...]], table: TableInfo, batch_rows: int = 2000
+    conn: psycopg.Connection[tuple[object, ...]],
+    table: TableInfo,
+    batch_rows: int = 2000,
+    only: str | None = None,
 ) -> Iterator[list[RowChange]]:
-    """The table's rows, as insert changes, in batches of `batch_rows`."""
-    schema, name = table.settings.schema_and_table
+    """The table's rows (or those of its partition `only`), as insert changes, in batches of
+    `batch_rows`. A partitioned table's rows are named after their leaf partition, as
+    wal2json names their changes (the manifest records it)."""
     columns = table.columns
+    selected: list[sql.Composable] = [
+        sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns
+    ]
+    if table.partitioned:
+        selected.append(sql.SQL("tableoid::oid"))
     query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
-        sql.Identifier(schema, name),
+        sql.SQL(", ").join(selected), _relation(table, only)
     )
+    leaves = _leaf_names(conn, table) if table.partitioned else {}
     types = [table.column_types[c] for c in columns]
-    with conn.cursor(name=f"connector_copy_{name}") as cursor:
+    with conn.cursor(name=f"connector_copy_{table.settings.schema_and_table[1]}") as cursor:
         cursor.itersize = batch_rows
         cursor.execute(query)
         while rows := cursor.fetchmany(batch_rows):
             yield [
                 RowChange(
                     Op.INSERT,
-                    table.name,
+                    leaves.get(str(row[-1]), table.name) if leaves else table.name,
                     new={
                         col: PgValue(None if value is None else str(value), kind)
-                        for col, kind, value in zip(columns, types, row, strict=True)
+                        for col, kind, value in zip(columns, types, row, strict=False)
                     },
                 )
                 for row in rows
             ]
+
+
+def _leaf_names(conn: psycopg.Connection[tuple[object, ...]], table: TableInfo) -> dict[str, str]:
+    """oid -> `schema.table` of every partition of a partitioned table."""
+    query = sql.SQL(
+        "SELECT c.oid::text, n.nspname || '.' || c.relname FROM pg_partition_tree({}::regclass) t "
+        "JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    ).format(sql.Literal(sql.Identifier(*table.settings.schema_and_table).as_string(conn)))
+    return {str(oid): str(name) for oid, name in conn.execute(query).fetchall()}
