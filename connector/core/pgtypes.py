@@ -22,6 +22,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
 
+from connector.core.fulltext import fulltext
+
 __all__ = ["PgValue", "metadata_field", "parse_array", "pg_text", "typed_value"]
 
 MetadataKind = Literal["tag", "numeric", "text"]
@@ -328,7 +330,8 @@ def metadata_field(value: PgValue, kind: MetadataKind) -> str | float | None:
     timestamps and dates taken as UTC), numeric-looking text parsed; anything else None so a
     bad value leaves the attribute out rather than failing the row. tag: array elements joined
     with TAG_SEPARATOR (NULL elements left out), booleans "true"/"false", anything else its text.
-    text: the text.
+    text: the text as the full-text index is to see it (`fulltext`: line breaks and other
+    characters RediSearch does not split words on become spaces).
     """
     if value.text is None:
         return None
@@ -336,7 +339,7 @@ def metadata_field(value: PgValue, kind: MetadataKind) -> str | float | None:
         return _numeric_field(value)
     if kind == "tag":
         return _tag_field(value.text, value.type)
-    return value.text
+    return fulltext(value.text)
 
 
 def _numeric_field(value: PgValue) -> float | None:

@@ -15,6 +15,7 @@ import redis
 
 from connector.config import Settings
 from connector.core.chunking import Chunker, text_hash
+from connector.core.fulltext import ORIGINAL_FIELD, content_fields, readable
 from connector.core.keys import Keyspace
 from connector.core.lsn import ZERO
 from connector.core.pgtypes import metadata_field
@@ -161,19 +162,23 @@ def _check_chunks(
     drift: Drift,
     stale: set[str],
 ) -> None:
-    """Each expected chunk exists, its text hashes as expected, its metadata is current."""
-    fields = ["content", *table.settings.metadata]
+    """Each expected chunk exists, its text hashes as expected and is indexed as `fulltext`
+    has it, its metadata is current."""
+    fields = ["content", ORIGINAL_FIELD, *table.settings.metadata]
     for name, values in read_fields(client, list(wanted), *fields):
         digest, metadata = wanted[name]
         row = keys.row_of_chunk(name, table.name)
         if row in stale:
             continue
-        content = text(values[0]) if values[0] is not None else None
-        got = {f: text(v) for f, v in zip(fields[1:], values[1:], strict=True) if v}
+        stored = {f: text(v) for f, v in zip(fields[:2], values[:2], strict=True) if v is not None}
+        content = stored.get("content", "")
+        written = readable(content, stored.get(ORIGINAL_FIELD))
+        got = {f: text(v) for f, v in zip(fields[2:], values[2:], strict=True) if v}
         if (
             name not in present
-            or content is None
-            or text_hash(content) != digest
+            or "content" not in stored
+            or text_hash(written) != digest
+            or stored != content_fields(written)
             or got != metadata
         ):
             drift.stale.append(row)

@@ -12,7 +12,6 @@ User values never become query syntax: tag and text values travel as query param
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +22,8 @@ import redis
 from redis.typing import EncodableT
 
 from connector.config import EmbeddingSettings, Settings, load_settings
+from connector.core.fulltext import ORIGINAL_FIELD, readable
+from connector.core.fulltext import words as fulltext_words
 from connector.core.keys import alias_key, checkpoint_key, decode_key
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import TAG_SEPARATOR, tag_text
@@ -37,7 +38,6 @@ from connector.sink.schema import IndexSpec, check_meta, embedding_meta, index_s
 from connector.sink.view import View, parse_view, queue_view, read_manifests
 
 FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
-_WORD = re.compile(r"\w+", re.UNICODE)
 _RRF_K = 60
 # HNSW candidates examined per query. RediSearch's default (10) misses outliers among many
 # near-identical vectors; 100 keeps recall high at a fraction of a millisecond more.
@@ -139,7 +139,7 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
             return f"@{name}:[{low_text} {high_text}]"
         exact = _number(value, name)
         return f"@{name}:[{exact} {exact}]"
-    words = _WORD.findall(str(value))
+    words = fulltext_words(str(value))  # the words the index holds (core.fulltext)
     if not words:
         raise QueryError(f"filter {name}: no words to match in {value!r}")
     return f"@{name}:(" + " ".join(query.param(w) for w in words) + ")"
@@ -447,7 +447,7 @@ class Searcher:
         return hits
 
     def _returned(self) -> list[str]:
-        return ["content", "table", "pk", "chunk", *self.spec.fields]
+        return ["content", ORIGINAL_FIELD, "table", "pk", "chunk", *self.spec.fields]
 
     def _legs(
         self,
@@ -462,7 +462,7 @@ class Searcher:
         """The FT.SEARCH commands of a search: the KNN, and the BM25 leg of a hybrid one; with
         the visibility filter at `view` (None: nothing is pending)."""
         legs = [self._knn_args(vector, query, wanted, view, how)]
-        words = _WORD.findall(text) if hybrid else []
+        words = fulltext_words(text) if hybrid else []
         if words:
             legs.append(self._bm25_args(words, query, wanted, view))
         return legs
@@ -573,7 +573,7 @@ class Searcher:
             table=values.get("table", ""),
             key=decode_key(values.get("pk", "")),
             chunk=int(values.get("chunk", "0") or 0),
-            content=values.get("content", ""),
+            content=readable(values.get("content", ""), values.get(ORIGINAL_FIELD)),
             score=score,
             metadata={
                 f: values[f].replace(TAG_SEPARATOR, ",") for f in self.spec.fields if f in values

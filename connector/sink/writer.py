@@ -217,9 +217,10 @@ class IndexWriter:
         nulls = [c for c in row.state.table.settings.metadata if c not in row.metadata]
         for chunk in row.chunks:
             fields: Fields = {
-                **content_fields(chunk.text), "embedding": chunk.vector or b"", "table": table,
-                "pk": key, "chunk": chunk.position, "lsn": row.version.lsn.value,
+                "embedding": chunk.vector or b"", "table": table, "pk": key,
+                "chunk": chunk.position, "lsn": row.version.lsn.value,
             }  # fmt: skip
+            fields.update(content_fields(chunk.text).items())  # `content`, as indexed
             fields.update(row.metadata)
             out.pipe.hset(keys.chunk(table, key, chunk.id), mapping=fields)
             # A text kept as written that no longer applies (a chunk repaired in place) goes
