@@ -159,6 +159,12 @@ class Metrics:
         self._dead = Counter(
             "connector_dead_letters", "Rows sent to the dead-letter stream.", registry=reg
         )
+        self._failing = Gauge(
+            "connector_table_failing",
+            "1 while most recent changes of the table are dead-lettered (see `connector status`).",
+            ["table"],
+            registry=reg,
+        )
         self._checkpoint = Gauge(
             "connector_checkpoint_lsn",
             "Last applied commit LSN as a number (exact up to 2**53 bytes of WAL).",
@@ -216,6 +222,10 @@ class Metrics:
     def dead_lettered(self, count: int) -> None:
         """Count rows that went to the dead-letter stream."""
         self._dead.inc(count)
+
+    def set_table_failing(self, table: str, failing: bool) -> None:
+        """A configured table's changes are being dead-lettered (1) or indexed (0)."""
+        self._failing.labels(table=table).set(1 if failing else 0)
 
     def set_checkpoint(self, lsn: int) -> None:
         """The last applied commit LSN (as an integer)."""

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from connector.config import Settings
-from connector.core.keys import Keyspace
+from connector.core.keys import Keyspace, deadletter_key
 from connector.errors import ConfigError
 from connector.sink.redis_client import connect
 from connector.testing.daemon import DaemonThread
@@ -29,7 +29,7 @@ def dead_letters(url: str, index: str = "documents") -> list[dict[str, str]]:
     try:
         return [
             {k.decode(): v.decode() for k, v in fields.items()}
-            for _id, fields in client.xrange(f"{index}:deadletter")
+            for _id, fields in client.xrange(deadletter_key(index))
         ]
     finally:
         client.close()

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from connector.config import EmbeddingSettings, Settings
+from connector.core.keys import deadletter_key
 from connector.core.lsn import Lsn
 from connector.embed import HashingEmbedder, bytes_to_vector, make_embedder
 from connector.embed.openai import OpenAIEmbedder
@@ -158,7 +159,7 @@ def test_refused_row_is_dead_lettered_and_the_stream_moves_on(
     keys = {hit.key for hit in found.search("fine text still here later ok", k=10)}
     assert keys == {("1",), ("3",), ("4",)}
     client = connect(redis_url)
-    letters = client.xrange("documents:deadletter")
+    letters = client.xrange(deadletter_key("documents"))
     assert len(letters) == 1
     fields = {k.decode(): v.decode() for k, v in letters[0][1].items()}
     assert "id='2'" in fields["row"] and "400" in fields["error"]

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from connector.config import Settings
-from connector.core.keys import Keyspace, checkpoint_key
+from connector.core.keys import Keyspace, checkpoint_key, deadletter_key
 from connector.core.lsn import Lsn
 from connector.errors import ConfigError
 from connector.ops.status import collect_status
@@ -97,7 +97,7 @@ def test_a_full_redis_pauses_the_daemon_which_catches_up_once_memory_is_free(
     time.sleep(2.0)  # several retries with backoff
     assert running.thread.is_alive() and not running.errors, running.errors
     assert confirmed_lsn(migrated_dsn) <= held, "confirmed an LSN Redis does not hold"
-    assert admin.xlen("documents:deadletter") == 0
+    assert admin.xlen(deadletter_key("documents")) == 0
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and "maxmemory" in r.message]
     assert len(errors) == 1, [r.message for r in errors]  # one per episode, not one per retry
     assert "used_memory" in errors[0].message and "raise maxmemory" in errors[0].message
@@ -108,7 +108,7 @@ def test_a_full_redis_pauses_the_daemon_which_catches_up_once_memory_is_free(
     wait_until(lambda: running.metric("connector_redis_oom") == 0.0, "connector_redis_oom = 0")
     wait_until(lambda: running.probe("/readyz")[0] == 200, "ready again")
     wait_until(lambda: confirmed_lsn(migrated_dsn) > held, "the catch-up confirmed to Postgres")
-    assert admin.xlen("documents:deadletter") == 0
+    assert admin.xlen(deadletter_key("documents")) == 0
     assert any("accepts writes again" in r.message for r in caplog.records)
     assert_index_equals_table(settings, migrated_dsn)
 

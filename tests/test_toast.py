@@ -10,7 +10,7 @@ import psycopg
 import redis
 
 from connector.config import Settings
-from connector.core.keys import Keyspace
+from connector.core.keys import Keyspace, deadletter_key
 from connector.testing.daemon import DaemonThread
 from tests.support import (
     assert_index_equals_table,
@@ -73,7 +73,7 @@ def test_a_title_edit_of_a_long_document_is_indexed_in_full_as_the_least_privile
     assert len(after) > 3 and len(kept) == len(after) - 1, "only the title's chunk is new"
     assert running.embedder.stats.texts == embedded + 1, "unchanged chunks were embedded again"
     assert running.connector.applier is not None and running.connector.applier.stats.reselected == 1
-    assert client.xlen("documents:deadletter") == 0
+    assert client.xlen(deadletter_key("documents")) == 0
     assert_index_equals_table(settings, migrated_dsn)
     client.close()
 
@@ -103,7 +103,7 @@ def test_what_the_reread_sees_converges_with_the_changes_that_follow(
     hit = found.search("retitled newer body read back early", k=1)[0]
     assert hit.key == ("2",) and hit.content == "retitled\n\na newer body, read back early"
     client = redis.Redis.from_url(redis_url)
-    assert client.xlen("documents:deadletter") == 0
+    assert client.xlen(deadletter_key("documents")) == 0
     assert newest_version(client, KEYS, TABLE, "1").deleted
     assert_index_equals_table(settings, migrated_dsn)
     client.close()
@@ -121,7 +121,7 @@ def test_a_table_dropped_before_the_reread_dead_letters_the_row_with_the_reason(
         conn.execute("DROP TABLE documents")
     synced(settings, migrated_dsn)
     client = redis.Redis.from_url(redis_url)
-    letters = client.xrange("documents:deadletter")
+    letters = client.xrange(deadletter_key("documents"))
     assert len(letters) == 1
     fields = {k.decode(): v.decode() for k, v in letters[0][1].items()}
     assert fields["table"] == TABLE and "body" in fields["error"]

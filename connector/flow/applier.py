@@ -21,6 +21,7 @@ from connector.config import Settings
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects
 from connector.embed.base import Embedder
+from connector.flow.health import TableHealth
 from connector.flow.planner import Donor, Planner, Reselect
 from connector.flow.targets import Target
 from connector.sink.gc import Collector
@@ -78,6 +79,7 @@ class Applier:
         reselect: Reselect | None = None,
         collect_garbage: bool = False,
         targets: list[Target] | None = None,
+        health: TableHealth | None = None,
     ) -> None:
         self.client = client
         self.embedder = embedder
@@ -93,6 +95,11 @@ class Applier:
             for t in targets
         ]
         self.collector = self._parts[0].collector
+        # The daemon's outlives its attempts (an episode is logged once); a copy's only logs.
+        self.health = health or TableHealth()
+        for part in self._parts:
+            if part.planner.dead_letters:
+                self.health.follow(part.writer)
         self._superseded: list[list[tuple[str, str]]] = [[] for _ in self._parts]
 
     def pace(self, share: float) -> None:
@@ -136,6 +143,8 @@ class Applier:
         first = ApplyStats()
         for n, (part, batch) in enumerate(zip(self._parts, plan.writes, strict=True)):
             stats = part.writer.stage(batch)
+            if part.planner.dead_letters:
+                self.health.observe(batch, part.writer)
             if n == 0:
                 first = stats
             if part.collector is not None:

@@ -13,6 +13,7 @@ from connector.config import Settings
 from connector.core.keys import stats_key
 from connector.core.lsn import Lsn
 from connector.sink.checkpoint import read_checkpoint
+from connector.sink.failing import read_failing
 from connector.sink.layout import current_specs, read_record
 from connector.sink.memory import eviction_policy, judge_policy, memory_usage
 from connector.sink.redis_client import client_for, command, text
@@ -59,6 +60,8 @@ class Status:
     lag_seconds: float | None = None
     indexes: list[IndexStatus] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    # Tables whose changes are being dead-lettered (flow.health): table, cause, fix, since...
+    failing: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,7 +108,9 @@ def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
             status.lag_bytes = max(current.value - checkpoint.lsn.value, 0)
             commit_time = checkpoint.commit_time or checkpoint.updated_at
             status.lag_seconds = round(time.time() - commit_time, 3) if status.lag_bytes else 0.0
-        for spec in current_specs(client, settings).values():
+        specs = current_specs(client, settings)
+        _fill_failing(status, client, settings.postgres.slot, specs)
+        for spec in specs.values():
             index = _index_status(client, spec, settings.postgres.slot)
             status.indexes.append(index)
             if index.missing_chunks:
@@ -127,6 +132,17 @@ def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
         status.counters = {text(k): int(float(text(v))) for k, v in raw.items()}
     finally:
         client.close()
+
+
+def _fill_failing(
+    status: Status, client: redis.Redis, slot: str, specs: dict[str, IndexSpec]
+) -> None:
+    """The failing tables the daemon recorded; an episode on an index since rebuilt is over."""
+    current = {spec.name: spec.physical_name for spec in specs.values()}
+    for failing in read_failing(client, slot).values():
+        if current.get(failing.index) == failing.physical:
+            status.failing.append(asdict(failing))
+            status.warnings.append(failing.describe())
 
 
 def _fill_memory(status: Status, settings: Settings, client: redis.Redis) -> None:
@@ -156,7 +172,7 @@ def _index_status(client: redis.Redis, spec: IndexSpec, slot: str) -> IndexStatu
         row = spec.keys.key_from_row(key, table)
         listed += {spec.keys.chunk(table, row, c) for v in live for c in v.chunks}
     missing = _count_missing(client, listed)
-    dead = int(client.xlen(spec.keys.deadletter))
+    dead = int(client.xlen(spec.deadletter))
     meta = read_meta(client, spec)
     model = f"{meta.get('provider')}/{meta.get('model')} ({meta.get('dimensions')} dimensions)"
     index = IndexStatus(spec.name, rows, chunks, dead, len(listed), missing, superseded,
@@ -214,6 +230,10 @@ def render(status: Status) -> str:
             lines.append(f"  rebuilding {index.rebuild}")
         if index.retiring:
             lines.append(f"  dropping          {index.retiring} (the index before the switch)")
+        for failing in status.failing:
+            if failing["index"] == index.name:
+                lines.append(f"  FAILING table     {failing['table']}: {failing['dead_letters']} "
+                             "changes dead-lettered (see WARNING below)")  # fmt: skip
     if status.counters:
         lines.append(
             "counters            " + ", ".join(f"{k}={v}" for k, v in status.counters.items())

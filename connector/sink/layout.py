@@ -28,7 +28,7 @@ from typing import Any
 import redis
 
 from connector.config import Settings, TableSettings, VectorSettings
-from connector.core.keys import Keyspace, alias_key
+from connector.core.keys import Keyspace, alias_key, deadletter_key
 from connector.core.lsn import Lsn
 from connector.errors import RedisIndexError
 from connector.sink.redis_client import Fields, command, text
@@ -310,6 +310,7 @@ def open_alias(client: redis.Redis, alias: str, want: Built) -> tuple[Record, bo
     an older schema was dropped (its tables must be copied again)."""
     check_server_supports(client, want.spec(alias, Physical(alias, alias)))
     record = read_record(client, alias)
+    carry_dead_letters(client, alias, record)  # before anything drops a prefix's keys
     dropped = _drop_older_schema(client, alias, record)
     if record is not None and not dropped:
         if _index_info(client, record.current.name) is None:  # dropped by hand: make it again
@@ -330,6 +331,45 @@ def open_alias(client: redis.Redis, alias: str, want: Built) -> tuple[Record, bo
     client.hset(alias_key(alias), mapping={"current": first.name, "current_prefix": first.prefix,
                                            "serial": "1"})  # fmt: skip
     return Record(alias, first), dropped
+
+
+def carry_dead_letters(client: redis.Redis, alias: str, record: Record | None) -> None:
+    """Move the dead letters an earlier connector kept under a physical prefix
+    (`<prefix>:deadletter`, dropped with that prefix by a rebuild) into the index name's stream,
+    in order (with their ids when the stream holds none newer)."""
+    prefixes = {alias}
+    if record is not None:
+        found = (record.current, record.building, record.retiring)
+        prefixes |= {physical.prefix for physical in found if physical is not None}
+    stream = deadletter_key(alias)
+    for prefix in sorted(prefixes):
+        old = f"{prefix}:deadletter"
+        if text(client.type(old)) != "stream":
+            continue
+        last = _entries(client.xrevrange(stream, count=1))
+        first = _entries(client.xrange(old, count=1))
+        keep = not last or bool(first and _stream_id(first[0][0]) > _stream_id(last[0][0]))
+        moved = 0
+        while entries := _entries(client.xrange(old, count=500)):
+            # Each step adds and removes together: a crash in between moves nothing twice.
+            pipe = client.pipeline(transaction=not isinstance(client, redis.RedisCluster))
+            for entry_id, fields in entries:
+                pipe.xadd(stream, fields, id=entry_id if keep else "*")  # type: ignore[arg-type]
+                pipe.xdel(old, entry_id)
+            pipe.execute()
+            moved += len(entries)
+        client.delete(old)
+        log.info("index %s: moved %d dead letters from %s to %s (kept across rebuilds)",
+                 alias, moved, old, stream)  # fmt: skip
+
+
+def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return list(reply or [])
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    millis, _, seq = text(entry_id).partition("-")
+    return int(millis), int(seq or 0)
 
 
 def physical_name(client: redis.Redis, alias: str, serial: int) -> str:

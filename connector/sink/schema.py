@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import redis
 
 from connector.config import TableSettings, VectorSettings
-from connector.core.keys import Keyspace
+from connector.core.keys import Keyspace, deadletter_key
 from connector.core.pgtypes import TAG_SEPARATOR
 from connector.errors import ConfigError, ModelMismatchError, RedisIndexError
 from connector.sink.redis_client import text
@@ -63,6 +63,11 @@ class IndexSpec:
     @property
     def keys(self) -> Keyspace:
         return Keyspace(self.prefix or self.name)
+
+    @property
+    def deadletter(self) -> str:
+        """Its dead-letter stream: by the index name, so it outlives each physical index."""
+        return deadletter_key(self.name)
 
 
 def index_specs(tables: Iterable[TableSettings]) -> dict[str, IndexSpec]:

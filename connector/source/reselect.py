@@ -21,7 +21,7 @@ from psycopg import sql
 
 from connector.core.pgtypes import PgValue
 from connector.core.rows import RowState
-from connector.core.tables import TableInfo
+from connector.core.tables import TableInfo, gone_columns
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,12 @@ def _text(value: object) -> str | None:
 
 
 def _unreadable(table: TableInfo, columns: list[str], exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0]
+    if isinstance(exc, psycopg.errors.UndefinedColumn):  # said as an INSERT says it
+        return gone_columns(table, "UPDATE", columns, f" (reading them back failed: {reason})")
     return (
-        f"table {table.name}: an UPDATE left out content column(s) {', '.join(columns)} "
-        f"(unchanged TOASTed values) and reading them back failed: "
-        f"{str(exc).strip().splitlines()[0]}. Was the table or column dropped or renamed? "
-        "Fix [[tables]] (then `connector resync`)"
+        f"table {table.name}: an UPDATE left out column(s) {', '.join(columns)} (unchanged "
+        f"TOASTed values) and reading them back failed: {reason}. Was the table dropped or "
+        "renamed, or may the connector's role not read it? Fix [[tables]] or GRANT SELECT, "
+        f"then `connector resync --table {table.name}`"
     )

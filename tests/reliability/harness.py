@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connector.config import Settings
-from connector.core.keys import Keyspace
+from connector.core.keys import deadletter_key
 from connector.core.lsn import Lsn
 from connector.ops.verify import verify
 from connector.query import searcher
@@ -186,11 +186,11 @@ def check_converged(
     try:
         checkpoint = read_checkpoint(client, settings.postgres.slot)
         letters = {
-            table.index_name: int(client.xlen(Keyspace(table.index_name).deadletter))
+            table.index_name: int(client.xlen(deadletter_key(table.index_name)))
             for table in settings.tables
         }
         samples = {
-            name: client.xrange(Keyspace(name).deadletter, count=2)
+            name: client.xrange(deadletter_key(name), count=2)
             for name, count in letters.items()
             if count
         }
