@@ -129,8 +129,8 @@ def _data(
     during = [end - begin for begin, end, _ in samples if started <= begin <= switched]
     failures = [answer for _b, _e, answer in samples if answer.startswith(("error", "empty"))]
     after = [(begin, end, answer) for begin, end, answer in samples if end >= switched]
-    first_new = next((end for _b, end, answer in after if answer == "documents_v2"), None)
-    stale = sum(1 for begin, _e, answer in after if begin > switched and answer != "documents_v2")
+    first_new = next((end for _b, end, answer in after if answer == "documents.v2"), None)
+    stale = sum(1 for begin, _e, answer in after if begin > switched and answer != "documents.v2")
     return {
         "chunks": count,
         "rebuild_s": finished - started,

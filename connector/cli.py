@@ -227,6 +227,22 @@ def _cmd_slot_drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_slot_take_over(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+    from connector.ops.slot import take_over
+
+    settings = load_settings(args.config)
+    for line in take_over(settings, args.index, args.force):
+        print(line)
+    print(
+        f"`connector run` with this configuration (slot {settings.postgres.slot}) now writes "
+        "them; with no checkpoint of its own it copies their tables from a snapshot first "
+        "(unchanged rows keep their vectors). Drop the old slot with `connector slot drop` "
+        "and its configuration when nothing uses it: it holds WAL on the server"
+    )
+    return 0
+
+
 def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = sub.add_parser("status", help="slot, checkpoint, lag, retained WAL, index sizes")
     _add_config(status)
@@ -276,6 +292,13 @@ def _ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _add_config(drop)
     drop.add_argument("--force", action="store_true", help="even if a connector is using it")
     drop.set_defaults(handler=_cmd_slot_drop)
+    take = slot_sub.add_parser(
+        "take-over", help="make this slot the owner of indexes another slot wrote"
+    )
+    _add_config(take)
+    take.add_argument("--index", action="append", help="only this index (repeatable)")
+    take.add_argument("--force", action="store_true", help="even if the other slot streams")
+    take.set_defaults(handler=_cmd_slot_take_over)
 
 
 def parse_filters(items: Sequence[str], fields: dict[str, str]) -> dict[str, FilterValue]:

@@ -23,7 +23,11 @@ ENV_PREFIX = "CONNECTOR_"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+# Index names never hold a `.`: the connector names physical indexes `<name>.v<N>` (sink.layout).
 _INDEX = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_OWN_PREFIX = "connector"  # connector:<slot>:checkpoint, connector:index:<name> ... (core.keys)
+# Words after `connector:` that are not slots: a slot of that name would share their keys.
+_NOT_SLOTS = frozenset({"index", "deadletter", "embcache"})
 
 IndexType = Literal["tag", "numeric", "text"]
 
@@ -52,6 +56,12 @@ class PostgresSettings(_Section):
             raise ValueError(
                 f"slot {self.slot!r} is not a valid replication slot name: use 1-63 characters "
                 "from a-z, 0-9 and _"
+            )
+        if self.slot in _NOT_SLOTS:
+            raise ValueError(
+                f"slot {self.slot!r} is reserved: the connector keeps its {self.slot} keys "
+                f"under connector:{self.slot}:, where this slot's checkpoint would go; choose "
+                "another slot name"
             )
         return self
 
@@ -192,6 +202,11 @@ class TableSettings(_Section):
             )
         if self.index is not None and not _INDEX.match(self.index):
             raise ValueError(f"index {self.index!r}: use letters, digits, _ and - only")
+        if self.index_name == _OWN_PREFIX:  # its keys would be the connector's own
+            raise ValueError(
+                f"index name {_OWN_PREFIX!r} is where the connector keeps its own keys "
+                f'({_OWN_PREFIX}:...): set index = "..." to another name'
+            )
         return self
 
     @property

@@ -57,7 +57,7 @@ def test_the_page_finds_a_row_just_committed_and_streams_an_answer(
     with serving(settings) as client:
         tab = page
         tab.goto(str(client.base_url) + "/")
-        tab.wait_for_function("document.getElementById('physical').textContent === 'documents_v1'")
+        tab.wait_for_function("document.getElementById('physical').textContent === 'documents.v1'")
         with psycopg.connect(migrated_dsn, autocommit=True) as conn:
             conn.execute("INSERT INTO documents (id, title, body, source) VALUES "
                          "(42, 'narwhals', 'narwhal tusks are teeth', 'web')")  # fmt: skip

@@ -127,12 +127,12 @@ def test_a_model_change_with_reindex_auto_switches_while_searches_run(
             conn.execute("UPDATE documents SET body = 'changed while rebuilding' WHERE id <= 50")
             conn.execute("DELETE FROM documents WHERE id BETWEEN 51 AND 80")
         _bulk(migrated_dsn, 1501, 1600)
-        _wait("the switch", _switched_and_dropped(client, "documents_v2"))
+        _wait("the switch", _switched_and_dropped(client, "documents.v2"))
         _bulk(migrated_dsn, 1601, 1650)  # after it: the new index alone
         synced(new, migrated_dsn)
         _wait(
             "1,000 searches",
-            lambda: (len(answers) >= 1000 and "documents_v2" in answers[-1]) or len(errors) > 100,
+            lambda: (len(answers) >= 1000 and "documents.v2" in answers[-1]) or len(errors) > 100,
         )
     finally:
         stop.set()
@@ -140,13 +140,13 @@ def test_a_model_change_with_reindex_auto_switches_while_searches_run(
     assert not errors, [repr(e) for e in errors[:3]]
     assert all(len(indexes) == 1 for indexes in answers), "an answer mixed two indexes"
     order = [next(iter(indexes)) for indexes in answers]
-    first_new = order.index("documents_v2")
-    assert order[0] == "documents_v1" and set(order[first_new:]) == {"documents_v2"}
+    first_new = order.index("documents.v2")
+    assert order[0] == "documents.v1" and set(order[first_new:]) == {"documents.v2"}
     assert_index_equals_table(new, migrated_dsn)
-    meta = {k.decode(): v.decode() for k, v in client.hgetall("documents_v2:meta").items()}
+    meta = {k.decode(): v.decode() for k, v in client.hgetall("documents.v2:meta").items()}
     assert meta["dimensions"] == str(new.embedding.dimensions)
     assert meta["vector"] == describe_vector(new.tables[0].vector)
-    _only_index(client, "documents_v2")
+    _only_index(client, "documents.v2")
     client.close()
 
 
@@ -162,19 +162,19 @@ def test_a_sigkill_during_a_rebuild_leaves_the_old_index_serving_and_the_restart
         _wait("the copy to be under way", lambda: _record(client).rows_done > 0, 60)
         daemon.kill()
         record = _record(client)
-        assert record.building is not None and record.current.name == "documents_v1"
+        assert record.building is not None and record.current.name == "documents.v1"
         hits = searcher(old).search("the body of document number 7", k=3)
-        assert hits and {hit.index for hit in hits} == {"documents_v1"}  # the old one serves
+        assert hits and {hit.index for hit in hits} == {"documents.v1"}  # the old one serves
         status = cli(write_config(tmp_path / "status.toml", new), "status")
-        assert "rebuilding into documents_v2" in status.stdout, status.stdout + status.stderr
+        assert "rebuilding into documents.v2" in status.stdout, status.stdout + status.stderr
         _bulk(migrated_dsn, 4001, 4100)
         daemon.start()
-        _wait("the switch after the restart", _switched_and_dropped(client, "documents_v2"))
+        _wait("the switch after the restart", _switched_and_dropped(client, "documents.v2"))
         synced(new, migrated_dsn)
     finally:
         daemon.stop()
     assert_index_equals_table(new, migrated_dsn)
-    _only_index(client, "documents_v2")
+    _only_index(client, "documents.v2")
     client.close()
 
 
@@ -197,10 +197,10 @@ def test_connector_reindex_next_to_a_running_connector_reuses_every_vector(
     dry = cli(config, "reindex", "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     for said in (
-        "rebuild documents_v1 -> documents_v2",
+        "rebuild documents.v1 -> documents.v2",
         "vector 'hnsw float32 cosine' -> 'hnsw float16 cosine m=24'",
         "rows to copy: 300",
-        "reused from documents_v1 (same model)",
+        "reused from documents.v1 (same model)",
         "memory: about",
     ):
         assert said in dry.stdout, dry.stdout  # fmt: skip
@@ -208,18 +208,18 @@ def test_connector_reindex_next_to_a_running_connector_reuses_every_vector(
     requests = len(fake_openai.embedding_inputs())
     done = cli(config, "reindex")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "index documents now answers from documents_v2" in done.stdout, done.stdout
+    assert "index documents now answers from documents.v2" in done.stdout, done.stdout
     assert len(fake_openai.embedding_inputs()) == requests, "a rebuild of the same model embedded"
     info = command(client, "FT.INFO", "documents")
-    assert info[b"index_name"] == b"documents_v2"
+    assert info[b"index_name"] == b"documents.v2"
     _bulk(migrated_dsn, 301, 320)  # the running connector now writes the new index
     insert(migrated_dsn, (321, "zebra", "zebra crossings in winter snow"))
-    _wait("the old index to be dropped", _switched_and_dropped(client, "documents_v2"))
+    _wait("the old index to be dropped", _switched_and_dropped(client, "documents.v2"))
     found = synced(new, migrated_dsn)
     hits = found.search("zebra crossings in winter snow", k=3)
-    assert hits[0].key == ("321",) and hits[0].index == "documents_v2", hits
+    assert hits[0].key == ("321",) and hits[0].index == "documents.v2", hits
     assert_index_equals_table(new, migrated_dsn)
-    _only_index(client, "documents_v2")
+    _only_index(client, "documents.v2")
     client.close()
 
 
@@ -243,7 +243,7 @@ def test_a_metadata_column_added_is_filterable_for_old_and_new_rows_without_a_re
     assert sorted(int(h.key[0]) for h in alpha) == list(range(1, 41))
     assert sorted(int(h.key[0]) for h in beta) == list(range(41, 51))
     record = _record(client)
-    assert (record.current.name, record.serial, record.building) == ("documents_v1", 1, None)
+    assert (record.current.name, record.serial, record.building) == ("documents.v1", 1, None)
     assert_index_equals_table(new, migrated_dsn)
     client.close()
 

@@ -45,7 +45,7 @@ def test_search_returns_hits_with_the_lsn_they_reflect_and_reads_your_writes(
     assert found.status_code == 200, found.text
     body = found.json()
     top = body["hits"][0]
-    assert (top["table"], top["key"], top["index"]) == ("public.documents", ["7"], "documents_v1")
+    assert (top["table"], top["key"], top["index"]) == ("public.documents", ["7"], "documents.v1")
     assert top["score"] > 0.95 and "document number 7" in top["content"]
     assert set(top["metadata"]) >= {"source"} and "lsn" in body
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
@@ -126,7 +126,7 @@ def test_probes_metrics_and_openapi(api: httpx.Client) -> None:
     request = spec["components"]["schemas"]["SearchRequest"]
     assert {"text", "k", "filters", "hybrid", "min_lsn", "index"} <= set(request["properties"])
     state = api.get("/v1/index").json()
-    assert state["index"] == "documents" and state["physical"] == "documents_v1"
+    assert state["index"] == "documents" and state["physical"] == "documents.v1"
     assert "/" in state["lsn"]
 
 

@@ -22,6 +22,7 @@ from connector.errors import ConfigError
 from connector.sink.checkpoint import forget_checkpoint
 from connector.sink.layout import (
     Built,
+    Owner,
     Record,
     abandon_building,
     alter,
@@ -85,15 +86,18 @@ def prepare(
     embedder: Embedder,
     auto: bool,
     reconcile: bool = True,
+    system_id: str = "",
 ) -> dict[str, Layout]:
     """Open every configured index, make the changes that need no rebuild, and start (or go on
     with) the rebuilds the settings need. Without `reconcile` the layouts Redis records are
     taken as they are (the daemon starting again after a switch `connector reindex` made with
-    settings it was not started with)."""
+    settings it was not started with). An index another slot writes is refused; the others
+    record this slot (and `system_id`, the source database's) as their owner."""
     layouts = {}
     dropped = False
+    owner = Owner(settings.postgres.slot, system_id)
     for alias, want in wanted(settings, embedder).items():
-        record, was_dropped = open_alias(client, alias, want)
+        record, was_dropped = open_alias(client, alias, want, owner)
         dropped = dropped or was_dropped
         layouts[alias] = (
             _reconcile(client, record, want, auto) if reconcile else _read(client, record, want)

@@ -34,7 +34,9 @@ from connector.sink.layout import (
     abandon_building,
     alter,
     begin_rebuild,
+    check_owner,
     compare,
+    physical_name,
     read_built,
     read_record,
     wanted,
@@ -62,6 +64,7 @@ class ReindexPlan:
     change: Change
     rows: int
     estimate: RebuildEstimate | None  # None: no rebuild (the change is made in place)
+    next_name: str = ""  # the physical index a rebuild makes
 
     @property
     def rebuild(self) -> bool:
@@ -89,8 +92,7 @@ class ReindexPlan:
         assert self.estimate is not None
         return "\n".join(
             [
-                f"index {self.alias}: rebuild {current.name} -> {self.alias}_v"
-                f"{self.record.serial + 1} ({why})",
+                f"index {self.alias}: rebuild {current.name} -> {self.next_name} ({why})",
                 f"  rows to copy: {self.rows}; vectors {vectors}",
                 f"  memory: {self.estimate.describe()}",
                 "  searches answer from the current index until the switch (one step); the old "
@@ -116,6 +118,7 @@ def plan_reindex(settings: Settings, model: Embedder, only: list[str] | None) ->
                     f"index {alias} has not been built yet (no alias record): `connector run` "
                     "builds it with these settings; there is nothing to rebuild"
                 )
+            check_owner(client, record, settings.postgres.slot)
             built = read_built(client, record.current, want.tables) or want
             change = compare(built, want)
             rows = sum(count_rows(conn, inspect_table(conn, t)) for t in want.tables)
@@ -125,7 +128,8 @@ def plan_reindex(settings: Settings, model: Embedder, only: list[str] | None) ->
                     built.dimensions * width(built.vector.type)
                 )
                 estimate = estimate_rebuild(client, record.current, ratio)
-            plans.append(ReindexPlan(alias, record, built, want, change, rows, estimate))
+            next_name = physical_name(client, alias, record.serial + 1)
+            plans.append(ReindexPlan(alias, record, built, want, change, rows, estimate, next_name))
     return plans
 
 

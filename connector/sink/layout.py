@@ -2,10 +2,18 @@
 
 Queries (`search()`, `answer()`, the CLI, any external client) use the configured index name: a
 RediSearch alias (FT.ALIASADD) of a physical index with a key prefix of its own. The first
-physical index of a name, `<name>_v1`, keeps the name as its prefix, so an index an earlier
+physical index of a name, `<name>.v1`, keeps the name as its prefix, so an index an earlier
 connector built under the name itself is adopted as it is (Redis indexes its hashes again under
-`<name>_v1`; nothing is embedded or copied). A rebuild (flow.rebuild) makes `<name>_v2` under the
-prefix `<name>_v2`, and so on, and switches the alias to it in one step.
+`<name>.v1`; nothing is embedded or copied). A rebuild (flow.rebuild) makes `<name>.v2` under the
+prefix `<name>.v2`, and so on, and switches the alias to it in one step.
+
+Names and owners: index names never hold a `.` (config refuses it), so no index name is another
+index's physical name or key prefix (`articles` and `articles_v2` are two indexes, whatever is
+rebuilt). Connectors before this one named rebuilt indexes `<name>_v<N>`: their records keep
+those names, and an index name one of them uses is refused (`_refuse_claimed`). Adoption only
+takes an index that is provably a connector's under its own name. Each physical index records
+its owner, the slot that writes it (and the database system id), in its meta: a connector of
+another slot refuses to write it (`claim`) until `connector slot take-over` hands it over.
 
 The alias's record, `connector:index:<name>` (a hash), says which physical index is current,
 which one a rebuild is building and how far it got, and which one is being dropped. Each physical
@@ -20,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,7 +39,7 @@ import redis
 from connector.config import Settings, TableSettings, VectorSettings
 from connector.core.keys import Keyspace, alias_key, deadletter_key
 from connector.core.lsn import Lsn
-from connector.errors import RedisIndexError
+from connector.errors import ConfigError, RedisIndexError
 from connector.sink.redis_client import Fields, command, text
 from connector.sink.schema import (
     RESERVED_FIELDS,
@@ -58,6 +67,19 @@ class Physical:
 
     name: str
     prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who writes a physical index: the connector of `slot`, following the database of
+    `system_id` ("" when not known)."""
+
+    slot: str
+    system_id: str = ""
+
+    def describe(self) -> str:
+        known = f" (database system id {self.system_id})" if self.system_id else ""
+        return f"slot {self.slot}{known}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +135,11 @@ class Record:
     retiring: Physical | None = None  # the index before the last switch, dropped in steps
     retired_at: float = 0.0
     backfill: tuple[str, ...] = ()  # tables whose rows lack a metadata column added in place
+
+    @property
+    def written(self) -> tuple[Physical, ...]:
+        """The physical indexes the connector writes: the current one and a rebuild's."""
+        return (self.current,) if self.building is None else (self.current, self.building)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,12 +331,29 @@ def current_specs(client: redis.Redis, settings: Settings) -> dict[str, IndexSpe
 # ----------------------------------------------------------------- creating and adopting
 
 
-def open_alias(client: redis.Redis, alias: str, want: Built) -> tuple[Record, bool]:
+def open_alias(
+    client: redis.Redis, alias: str, want: Built, owner: Owner | None = None
+) -> tuple[Record, bool]:
     """The alias's record, making the alias and its first physical index if there are none:
     an index an earlier connector built under the name itself is adopted. True when an index of
-    an older schema was dropped (its tables must be copied again)."""
+    an older schema was dropped (its tables must be copied again). With `owner`, an index
+    another slot writes is refused before anything is changed, and `owner` is recorded."""
     check_server_supports(client, want.spec(alias, Physical(alias, alias)))
     record = read_record(client, alias)
+    if record is None:
+        _refuse_claimed(client, alias)
+        _refuse_foreign(client, alias)
+    elif owner is not None:
+        check_owner(client, record, owner.slot)
+    record, dropped = _open(client, alias, want, record)
+    if owner is not None:
+        claim(client, record, owner)
+    return record, dropped
+
+
+def _open(
+    client: redis.Redis, alias: str, want: Built, record: Record | None
+) -> tuple[Record, bool]:
     carry_dead_letters(client, alias, record)  # before anything drops a prefix's keys
     dropped = _drop_older_schema(client, alias, record)
     if record is not None and not dropped:
@@ -373,11 +417,20 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
 
 
 def physical_name(client: redis.Redis, alias: str, serial: int) -> str:
-    """`<alias>_v<serial>`; on a Redis Cluster `{<alias>}_v<serial>`, in the alias's hash slot
-    (RediSearch keeps an index and its aliases on one node)."""
+    """`<alias>.v<serial>`; on a Redis Cluster `{<alias>}.v<serial>`, in the alias's hash slot
+    (RediSearch keeps an index and its aliases on one node). No index name holds a `.`."""
     if isinstance(client, redis.RedisCluster):
-        return f"{{{alias}}}_v{serial}"
-    return f"{alias}_v{serial}"
+        return f"{{{alias}}}.v{serial}"
+    return f"{alias}.v{serial}"
+
+
+def physical_prefix(alias: str, serial: int) -> str:
+    """The key prefix of a rebuilt index, `<alias>.v<serial>` (the first keeps the name)."""
+    return f"{alias}.v{serial}"
+
+
+# `<alias>.v<N>`, `{<alias>}.v<N>`, and `<alias>_v<N>` of connectors before names and owners.
+_SERIAL = re.compile(r"[._]v(\d+)$")
 
 
 def _atomically(client: redis.Redis, *commands: list[Any]) -> None:
@@ -441,7 +494,8 @@ def _recover(client: redis.Redis, alias: str, info: Mapping[bytes, Any]) -> Reco
     definition = _pairs(info.get(b"index_definition", []))
     prefixes = definition.get("prefixes") or [f"{name}:chunk:".encode()]
     prefix = text(prefixes[0]).removesuffix(":chunk:")
-    serial = int(name.rpartition("_v")[2]) if name.rpartition("_v")[2].isdigit() else 1
+    found = _SERIAL.search(name)
+    serial = int(found.group(1)) if found else 1
     client.hset(alias_key(alias), mapping={"current": name, "current_prefix": prefix,
                                            "serial": str(serial)})  # fmt: skip
     log.warning("index %s had no record: it answers from %s (keys under %s:)", alias, name, prefix)
@@ -466,6 +520,96 @@ def _drop_older_schema(client: redis.Redis, alias: str, record: Record | None) -
     drop_all_keys(client, prefix)
     client.delete(alias_key(alias))
     return True
+
+
+# ----------------------------------------------------------------- names and owners
+
+
+def _refuse_claimed(client: redis.Redis, alias: str) -> None:
+    """Refuse an index name that another index's record uses as a physical index or a key
+    prefix (connectors before names and owners named them `<name>_v<N>`): opening it would
+    adopt, drop or write that index."""
+    for key in client.scan_iter(match=alias_key("*"), count=1000):
+        other = text(key).removeprefix(alias_key(""))
+        found = read_record(client, other) if other != alias else None
+        if found is None:
+            continue
+        for physical in (found.current, found.building, found.retiring):
+            if physical is not None and alias in (physical.name, physical.prefix):
+                raise ConfigError(
+                    f"index name {alias} is taken: index {other} keeps its physical index "
+                    f"{physical.name} (keys under {physical.prefix}:) under it, as connectors "
+                    "before this version named rebuilt indexes. Give these tables another index "
+                    f"name ([[tables]] index), or rebuild index {other} first (`connector "
+                    f"reindex` for its tables: the new one is named {other}.v<N>, and the old one "
+                    "is dropped after the switch)"
+                )
+
+
+def _refuse_foreign(client: redis.Redis, alias: str) -> None:
+    """Refuse to adopt an index under the name itself that a connector did not provably build:
+    one over the keys `<name>:chunk:` with a connector's meta at `<name>:meta`."""
+    info = _index_info(client, alias)
+    if info is None or text(info.get(b"index_name")) != alias:
+        return  # nothing there, or an alias (its record was lost: `_recover`)
+    prefixes = [text(p) for p in _pairs(info.get(b"index_definition", [])).get("prefixes", [])]
+    if prefixes == [f"{alias}:chunk:"] and client.hexists(f"{alias}:meta", "model"):
+        return
+    raise ConfigError(
+        f"Redis has an index named {alias} that this connector did not build (keys under "
+        f"{', '.join(prefixes) or 'no prefix'}, no connector meta at {alias}:meta): it is left "
+        f"alone. Give these tables another index name ([[tables]] index), or drop that index "
+        f"(FT.DROPINDEX {alias}) if nothing needs it"
+    )
+
+
+_OWNER_SLOT, _OWNER_SYSTEM = "owner_slot", "owner_system_id"
+
+
+def read_owner(client: redis.Redis, physical: Physical) -> Owner | None:
+    """The owner `physical`'s meta records (None: built before owners were recorded)."""
+    slot, system_id = client.hmget(f"{physical.prefix}:meta", [_OWNER_SLOT, _OWNER_SYSTEM])
+    return Owner(text(slot), text(system_id)) if slot else None
+
+
+def set_owner(client: redis.Redis, physical: Physical, owner: Owner) -> None:
+    """Record `owner` in `physical`'s meta: at a hand-over (`connector slot take-over`), and
+    when a rebuild for another history of the same slot (a restore, a failover) is in, to
+    record the new database system id."""
+    client.hset(f"{physical.prefix}:meta",
+                mapping={_OWNER_SLOT: owner.slot, _OWNER_SYSTEM: owner.system_id})  # fmt: skip
+
+
+def check_owner(client: redis.Redis, record: Record, slot: str) -> None:
+    """Refuse an index whose physical indexes another slot writes. The same slot with another
+    system id is not another owner: it is another history of the same source (a restore or a
+    failover), which the daemon rebuilds for."""
+    for physical in record.written:
+        found = read_owner(client, physical)
+        if found is not None and found.slot != slot:
+            raise ConfigError(
+                f"index {record.alias} belongs to another connector: its physical index "
+                f"{physical.name} is written by {found.describe()}, and this "
+                f"connector streams slot {slot}; two connectors on one index would write the "
+                "same keys and collect each other's versions as garbage. Give these tables "
+                "another index name ([[tables]] index), or hand the index over: stop the "
+                f"connector of slot {found.slot}, then run `connector slot take-over --index "
+                f"{record.alias}` with this configuration"
+            )
+
+
+def claim(client: redis.Redis, record: Record, owner: Owner) -> None:
+    """Make `owner` the owner of the alias's indexes that record none (built before owners
+    were recorded), and refuse them if another slot got there first."""
+    for physical in record.written:
+        meta = f"{physical.prefix}:meta"
+        if client.hsetnx(meta, _OWNER_SLOT, owner.slot):  # one of two starting connectors wins
+            client.hset(meta, _OWNER_SYSTEM, owner.system_id)
+        elif not text(client.hget(meta, _OWNER_SYSTEM)) and owner.system_id:
+            found = read_owner(client, physical)
+            if found is not None and found.slot == owner.slot:  # claimed where it was not known
+                client.hset(meta, _OWNER_SYSTEM, owner.system_id)
+    check_owner(client, record, owner.slot)
 
 
 # ----------------------------------------------------------------- changing
@@ -493,11 +637,15 @@ def alter(client: redis.Redis, record: Record, built: Built, want: Built, change
 def begin_rebuild(client: redis.Redis, record: Record, want: Built, reason: str) -> Record:
     """Create the next physical index and record that a rebuild is building it."""
     serial = record.serial + 1
-    building = Physical(physical_name(client, record.alias, serial), f"{record.alias}_v{serial}")
+    building = Physical(physical_name(client, record.alias, serial),
+                        physical_prefix(record.alias, serial))  # fmt: skip
     drop_all_keys(client, building.prefix)  # leftovers of an abandoned one
     with contextlib.suppress(redis.ResponseError):
         command(client, "FT.DROPINDEX", building.name)
     create_physical(client, building, want)
+    owner = read_owner(client, record.current)
+    if owner is not None:  # the same connector writes it
+        set_owner(client, building, owner)
     client.hset(alias_key(record.alias), mapping={
         "serial": str(serial), "building": building.name, "building_prefix": building.prefix,
         "phase": "copying", "at": "", "rows_done": "0", "rows_total": "0",
