@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from connector.config import Settings
 from connector.errors import ConfigError
 from connector.query import searcher
-from connector.sink.layout import read_owner, read_record
+from connector.sink.layout import Physical, read_built, read_owner, read_record
 from connector.sink.redis_client import command, connect
+from connector.sink.schema import schema_args
 from connector.testing.config import write_config
 from connector.testing.daemon import DaemonThread
 from tests.support import assert_index_equals_table, cli, keys_of, make_settings, synced
@@ -230,3 +231,60 @@ def test_names_that_reach_the_connectors_own_keys_are_refused_at_load(
 ) -> None:
     with pytest.raises(ValidationError, match=re.escape(said)):
         Settings(**{"tables": [_table("t", "t")], **section})
+
+
+def test_adoption_takes_a_connectors_index_under_its_own_name_and_leaves_any_other_alone(
+    migrated_dsn: str, redis_url: str, run_connector: Start
+) -> None:
+    rows = Rows(migrated_dsn, "t_one")
+    settings = make_settings(migrated_dsn, redis_url, tables=[_table("t_one", "docs")])
+    client = connect(redis_url)
+    running = run_connector(settings)
+    rows.insert(1, 20)
+    synced(settings, migrated_dsn)
+    running.stop()
+    # What a connector before aliases left: the index `docs` itself over `docs:`, no record.
+    built = read_built(client, Physical("docs.v1", "docs"))
+    assert built is not None
+    command(client, "FT.DROPINDEX", "docs.v1")
+    client.delete("connector:index:docs")
+    client.hdel("docs:meta", "owner_slot", "owner_system_id")
+    command(client, *schema_args(built.spec("docs", Physical("docs", "docs")), built.dimensions))
+    run_connector(settings)
+    record = read_record(client, "docs")
+    assert record is not None and record.current == Physical("docs.v1", "docs")
+    assert _indexes(client) == {"docs.v1"}
+    rows.insert(21, 25)
+    assert_index_equals_table(settings, migrated_dsn)
+    rows.assert_found(settings, "docs")
+
+    # An index named like a configured one that no connector built: refused, left as it is.
+    command(client, "FT.CREATE", "notes", "ON", "HASH", "PREFIX", "1", "mine:", "SCHEMA",
+            "title", "TEXT")  # fmt: skip
+    client.hset("mine:1", "title", "a note of the application's own")
+    other = make_settings(migrated_dsn, redis_url, tables=[_table("t_one", "notes")],
+                          postgres={"slot": "s_notes"})  # fmt: skip
+    with pytest.raises(ConfigError, match="did not build") as refused:
+        run_connector(other)
+    assert "FT.DROPINDEX notes" in str(refused.value) and "another index name" in str(refused.value)
+    assert command(client, "FT.INFO", "notes")[b"index_name"] == b"notes"
+    assert client.hget("mine:1", "title") and read_record(client, "notes") is None
+    client.close()
+
+
+def test_an_index_name_an_earlier_connectors_rebuilt_index_uses_is_refused(
+    migrated_dsn: str, redis_url: str, run_connector: Start
+) -> None:
+    Rows(migrated_dsn, "t_one")
+    client = connect(redis_url)
+    # The record an earlier connector left after a rebuild of `articles`: `articles_v2`.
+    client.hset("connector:index:articles", mapping={
+        "current": "articles_v2", "current_prefix": "articles_v2", "serial": "2"})  # fmt: skip
+    settings = make_settings(migrated_dsn, redis_url, tables=[_table("t_one", "articles_v2")])
+    with pytest.raises(ConfigError, match="index name articles_v2 is taken") as refused:
+        run_connector(settings)
+    said = str(refused.value)
+    assert "index articles" in said and "another index name" in said, said
+    assert "connector reindex" in said, said
+    assert read_record(client, "articles_v2") is None and not _indexes(client)
+    client.close()
