@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 from connector.core.fulltext import fulltext
 
-__all__ = ["PgValue", "metadata_field", "parse_array", "pg_text", "typed_value"]
+__all__ = [
+    "PgValue", "metadata_field", "parse_array", "pg_text", "tag_text", "tag_value", "typed_value",
+]  # fmt: skip
 
 MetadataKind = Literal["tag", "numeric", "text"]
 
@@ -364,6 +366,39 @@ def tag_text(text: str) -> str:
     """One tag as the index holds it: the separator cannot occur inside, ends are trimmed.
     Queries normalise their values the same way, so a value always matches itself."""
     return text.replace(TAG_SEPARATOR, " ").strip()
+
+
+# float8out (PostgreSQL 12 on) prints the shortest exact digits, in exponent form from 1e15 on.
+_FLOAT8_PLAIN_BELOW = 1e15
+
+
+def tag_value(value: str | int | float) -> str:
+    """A filter's value as the tag written from a column of the same value: a str as it is;
+    booleans as boolean columns are tagged ("true"/"false"); integers exactly, at any size (as
+    integer and numeric columns print them); other numbers as a float8 column prints them
+    (an integral one without ".0", below 1e15). A numeric column with a scale prints its zeros
+    ("42.50"): give such a value as that text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < _FLOAT8_PLAIN_BELOW:
+        return str(int(value))
+    text = _float_text(value)
+    if abs(value) >= _FLOAT8_PLAIN_BELOW and "e" not in text and text[-1].isdigit():
+        return _exponent_form(text)  # Python prints 1e15 <= |x| < 1e16 in full
+    return text
+
+
+def _exponent_form(text: str) -> str:
+    """A float Python prints in full as float8out prints it: 1.234567890123456e+15."""
+    sign, plain = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, _, fraction = plain.partition(".")
+    digits = (whole + fraction).rstrip("0")
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{mantissa}e+{len(whole) - 1:02d}"
 
 
 def _tag_field(text: str, type_name: str) -> str | None:

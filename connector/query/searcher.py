@@ -26,7 +26,7 @@ from connector.core.fulltext import ORIGINAL_FIELD, readable
 from connector.core.fulltext import words as fulltext_words
 from connector.core.keys import alias_key, checkpoint_key, decode_key
 from connector.core.lsn import Lsn
-from connector.core.pgtypes import TAG_SEPARATOR, tag_text
+from connector.core.pgtypes import TAG_SEPARATOR, tag_text, tag_value
 from connector.core.vectors import encode
 from connector.core.versions import Manifest, id_lsn
 from connector.embed import make_embedder
@@ -37,7 +37,7 @@ from connector.sink.redis_client import client_for, command, search_docs, text
 from connector.sink.schema import IndexSpec, check_meta, embedding_meta, index_specs, read_meta
 from connector.sink.view import View, parse_view, queue_view, read_manifests
 
-FilterValue = str | int | float | Sequence[str] | tuple[float | None, float | None]
+FilterValue = str | int | float | Sequence[str | int | float] | tuple[float | None, float | None]
 _RRF_K = 60
 # HNSW candidates examined per query. RediSearch's default (10) misses outliers among many
 # near-identical vectors; 100 keeps recall high at a fraction of a millisecond more.
@@ -103,7 +103,7 @@ def _number(value: object, name: str) -> str:
         raise QueryError(f"filter {name}: {value!r} is not a number")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise QueryError(f"filter {name}: {value!r} is not a number") from None
     if number != number:
         raise QueryError(f"filter {name}: NaN is not a valid bound")
@@ -122,10 +122,20 @@ def build_query(fields: Mapping[str, str], filters: Mapping[str, FilterValue] | 
     return query
 
 
+def _no_range(name: str, kind: str) -> QueryError:
+    also = " or a list of values (any of)" if kind == "tag" else ""
+    return QueryError(
+        f"filter {name}: a range applies to numeric fields, and {name} is a {kind} field: "
+        f"give a value{also}"
+    )
+
+
 def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
     if kind == "tag":
+        if isinstance(value, tuple):
+            raise _no_range(name, kind)
         values = [value] if isinstance(value, str | int | float) else list(value)
-        texts = [tag_text(str(v)) for v in values]  # as the index holds them
+        texts = [tag_text(tag_value(v)) for v in values]  # as the index holds them
         if not texts or not all(texts):
             raise QueryError(f"filter {name}: tag values must not be empty")
         # RediSearch still reads backslash escapes in a tag parameter: double them.
@@ -139,6 +149,8 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
             return f"@{name}:[{low_text} {high_text}]"
         exact = _number(value, name)
         return f"@{name}:[{exact} {exact}]"
+    if isinstance(value, tuple):
+        raise _no_range(name, kind)
     words = fulltext_words(str(value))  # the words the index holds (core.fulltext)
     if not words:
         raise QueryError(f"filter {name}: no words to match in {value!r}")
@@ -274,19 +286,27 @@ class Searcher:
 
     def wait_for(self, min_lsn: Lsn | str, timeout_s: float = 5.0) -> Lsn:
         """Block until the index shows `min_lsn` (its visible LSN passed it); returns the
-        visible LSN reached."""
+        visible LSN reached. While the connector rebuilds the index for another history of the
+        source (a restore, a failover), the old index's visible LSN is of the old history:
+        `min_lsn` waits for the switch to the new one."""
         target = _parse_lsn(min_lsn) if isinstance(min_lsn, str) else min_lsn
         deadline = time.monotonic() + timeout_s
         pause = 0.0002
         while True:
-            raw = self.client.hget(checkpoint_key(self.slot), "visible")
+            raw, replaced = self.client.hmget(checkpoint_key(self.slot), ["visible", "replaced"])
             current = Lsn.parse(text(raw)) if raw else Lsn(0)
-            if current >= target:
+            if current >= target and not replaced:
                 return current
             if time.monotonic() >= deadline:
+                rebuilding = (
+                    f" (it is being rebuilt for another history of the source: {text(replaced)})"
+                    if replaced
+                    else ""
+                )
                 raise NotCaughtUpError(
                     f"index {self.spec.name} reached {current}, not {target}, within "
-                    f"{timeout_s}s: is the connector running and keeping up (connector status)?"
+                    f"{timeout_s}s{rebuilding}: is the connector running and keeping up "
+                    "(connector status)?"
                 )
             time.sleep(pause)
             # Capped at 1 ms: a commit is usually applied within milliseconds, and each check

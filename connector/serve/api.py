@@ -66,7 +66,10 @@ class Range(BaseModel):
     max: float | None = None
 
 
-Filter = str | float | list[str] | Range
+# Integers stay int (JSON is parsed exactly): a tag written from a bigint column matches at any
+# size; bool before int, or JSON true would be the integer 1.
+Scalar = str | bool | int | float
+Filter = Scalar | list[Scalar] | Range
 
 
 class SearchRequest(BaseModel):
@@ -77,7 +80,8 @@ class SearchRequest(BaseModel):
     filters: dict[str, Filter] = Field(
         default_factory=dict,
         description="metadata field -> a tag or text value, a list of tags (any of), or a "
-        "numeric range {min, max}",
+        "numeric range {min, max}; a number on a tag field matches the tag written from a column "
+        "of that value (integers exactly, at any size)",
     )
     hybrid: bool = Field(False, description="fuse the vector ranking with a BM25 one")
     min_lsn: str | None = Field(
