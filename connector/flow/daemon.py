@@ -32,6 +32,7 @@ import redis
 
 from connector.config import Settings
 from connector.core.changes import Transaction
+from connector.core.history import Recorded, Source, other_history, parse_timeline_history
 from connector.core.keys import durable_key
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, collect, split
@@ -52,19 +53,26 @@ from connector.flow.monitor import Monitor, Progress
 from connector.flow.partitions import Partitions, check_overlaps
 from connector.flow.queue import ChangeQueue, Idle, Item
 from connector.flow.reader import Reader
-from connector.flow.rebuild import Rebuilds
+from connector.flow.rebuild import Rebuilds, bound_tables, rebuild_every_index
 from connector.flow.stager import Stager
 from connector.flow.targets import Target, close_extra, prepare, targets
 from connector.logs import redact
 from connector.metrics import Metrics
-from connector.sink.checkpoint import Checkpoint, read_checkpoint
+from connector.sink.checkpoint import (
+    Checkpoint,
+    mark_replaced,
+    new_history_commands,
+    read_checkpoint,
+    record_source,
+)
+from connector.sink.layout import Owner, switch_together
 from connector.sink.memory import WritePause, check_eviction_policy
 from connector.sink.redis_client import aof_enabled, client_for
 from connector.sink.writer import ApplyStats
 from connector.source.catalog import inspect_table
 from connector.source.replication import ReplicationConnection, conninfo
 from connector.source.reselect import Reselector
-from connector.source.server import current_wal_lsn, system_identifier
+from connector.source.server import current_wal_lsn, server_codec, system_identifier
 from connector.source.slots import SlotInfo, drop_slot, release_stale_slot, slot_info
 from connector.source.snapshot import open_snapshot
 
@@ -121,6 +129,7 @@ class Connector:
         self._staging_commit: float | None = None
         self._rebuilds: Rebuilds | None = None
         self._reconciled = False
+        self._encoding = "utf-8"  # the database's, read at each start (server_codec)
         self._partitions: Partitions | None = None
 
     def stop(self) -> None:
@@ -186,6 +195,8 @@ class Connector:
             rebuilds = Rebuilds(self.settings, layouts, found)
             repl.connect()
             start = self._prepare(repl, client, applier, tables)
+            if start is None:  # rebuilt for another history of the source: start again on it
+                return
             self._stream(repl, client, applier, tables, start, rebuilds)
         finally:
             if rebuilds is not None:
@@ -199,6 +210,7 @@ class Connector:
 
     def _inspect(self) -> tuple[dict[str, TableInfo], str]:
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+            self._encoding = server_codec(conn)  # before reading any text
             tables = {t.qualified_name: inspect_table(conn, t) for t in self.settings.tables}
             system_id = system_identifier(conn)
         check_overlaps(tables)
@@ -221,8 +233,10 @@ class Connector:
         client: redis.Redis,
         applier: Applier,
         tables: dict[str, TableInfo],
-    ) -> Lsn:
-        """Where to stream from: the checkpoint, or a fresh slot after a consistent copy."""
+    ) -> Lsn | None:
+        """Where to stream from: the checkpoint, or a fresh slot after a consistent copy. None
+        when the indexes were rebuilt for another history of the source (the caller starts
+        again on them)."""
         slot = self.settings.postgres.slot
         with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
             info = slot_info(conn, slot)
@@ -230,8 +244,15 @@ class Connector:
                 release_stale_slot(conn, slot, self.settings.postgres.stream_timeout_s)
                 info = slot_info(conn, slot)
         checkpoint = read_checkpoint(client, slot)
+        source = Source(*repl.identify_system())
+        change = other_source_history(repl, checkpoint, source, info)
+        if change is not None:
+            self._replace_history(repl, client, tables, info, source, change)
+            return None
         reason = resync_reason(info, checkpoint, applier.system_id)
         if reason is None and checkpoint is not None:
+            if checkpoint.timeline != source.timeline:  # a failover that kept every commit
+                record_source(client, slot, source.timeline)
             self.checkpoint = checkpoint.lsn
             applier.resume()
             log.info("resuming slot %s from checkpoint %s", slot, checkpoint.lsn)
@@ -242,12 +263,18 @@ class Connector:
                 drop_slot(conn, slot)
         elif checkpoint is not None:
             log.warning("resynchronising: %s", reason)
-        return self._initial_copy(repl, applier, tables)
+        return self._initial_copy(repl, applier, tables, source.timeline)
 
     def _initial_copy(
-        self, repl: ReplicationConnection, applier: Applier, tables: dict[str, TableInfo]
+        self,
+        repl: ReplicationConnection,
+        applier: Applier,
+        tables: dict[str, TableInfo],
+        timeline: int,
     ) -> Lsn:
         consistent, snapshot = repl.create_slot(export_snapshot=True)
+        # Before the first flip: the history the checkpoint follows (core.history).
+        record_source(applier.client, self.settings.postgres.slot, timeline, consistent)
         applier.read_visible()
         with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
             batch = self.settings.pipeline.batch_max_rows
@@ -259,6 +286,70 @@ class Connector:
             self._partitions.record_copied(applier.client)
         applier.flip(consistent)
         self.checkpoint = consistent
+        return consistent
+
+    # ----------------------------------------------------------------- another history
+
+    def _replace_history(
+        self,
+        repl: ReplicationConnection,
+        client: redis.Redis,
+        tables: dict[str, TableInfo],
+        info: SlotInfo | None,
+        source: Source,
+        change: str,
+    ) -> None:
+        """The indexes describe another history than the source's (core.history): rebuild
+        every index of the slot behind its alias from a fresh snapshot, then switch them all,
+        with the new history's checkpoint, in one step. Until then readers answer from the old
+        indexes at the old visible LSN; the new history's visible LSN starts at the switch."""
+        slot = self.settings.postgres.slot
+        log.error(
+            "slot %s: the index describes another history than the source's: %s. Rebuilding "
+            "every index of the slot from a fresh snapshot of the source (system id %s, "
+            "timeline %d, WAL at %s) behind its alias: searches answer from the old index until "
+            "the switch, and a search waiting for an LSN waits for the new one",
+            slot, change, source.system_id, source.timeline, source.wal,
+        )  # fmt: skip
+        mark_replaced(client, slot, change)
+        if info is not None:  # its position is not in the index's history: a new one
+            with psycopg.connect(conninfo(self.settings.postgres), autocommit=True) as conn:
+                drop_slot(conn, slot)
+        owner = Owner(slot, source.system_id)
+        layouts = rebuild_every_index(
+            client, self.settings, self.embedder, owner, "the source has another history"
+        )
+        found = targets(layouts, self.settings, self.embedder, client)
+        try:
+            building = [t for t in found if t.rebuild]
+            consistent = self._copy_history(repl, client, tables, building, source.system_id)
+        finally:
+            close_extra(found, self.embedder)
+        records = [layout.record for layout in layouts.values()]
+        begun = new_history_commands(slot, consistent, source.system_id, source.timeline)
+        switch_together(client, records, *begun)
+        self.checkpoint = consistent
+        log.warning("slot %s: the indexes follow the source's history from %s", slot, consistent)
+
+    def _copy_history(
+        self,
+        repl: ReplicationConnection,
+        client: redis.Redis,
+        tables: dict[str, TableInfo],
+        building: list[Target],
+        system_id: str,
+    ) -> Lsn:
+        """Copy the tables into the rebuilt indexes from the snapshot of a new slot, staged
+        only: nothing is visible before the switch. Returns the slot's consistent point."""
+        consistent, snapshot = repl.create_slot(export_snapshot=True)
+        applier = Applier(client, self.settings, self.embedder, system_id, targets=building)
+        infos = [info for target in building for info in bound_tables(tables, target)]
+        with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
+            batch = self.settings.pipeline.batch_max_rows
+            copy_tables(conn, applier, infos, consistent, batch, self.stop_event)
+            conn.rollback()
+        if self._partitions is not None:
+            self._partitions.record_copied(client)
         return consistent
 
     # ----------------------------------------------------------------- streaming
@@ -288,7 +379,10 @@ class Connector:
             pipeline.replay_window_bytes,
             durable_key(self.settings.postgres.slot),
         )
-        reader = Reader(repl, queue, stop, durability.confirmable, pipeline.transaction_piece_rows)
+        reader = Reader(
+            repl, queue, stop, durability.confirmable, pipeline.transaction_piece_rows,
+            self._encoding,
+        )  # fmt: skip
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
             lambda: self._progress(applier),
@@ -441,7 +535,9 @@ class Connector:
             effects, target, commit_time = BatchEffects(), idle, None
         else:
             return False
-        changed = bool(effects.rows or effects.truncated or effects.skipped)
+        changed = bool(
+            effects.rows or effects.truncated or effects.truncated_leaves or effects.skipped
+        )
         slices = split(effects, self.settings.pipeline.batch_max_rows)
         for n, piece in enumerate(slices):
             last = n == len(slices) - 1
@@ -532,6 +628,29 @@ class Connector:
 def _oldest_commit(batch: list[Item]) -> float | None:
     times = [i.commit_time for i in batch if isinstance(i, Transaction) and i.commit_time]
     return min(times).timestamp() if times else None
+
+
+def other_source_history(
+    repl: ReplicationConnection,
+    checkpoint: Checkpoint | None,
+    source: Source,
+    info: SlotInfo | None,
+) -> str | None:
+    """Why the index describes another history than the source's (None: the same one, or
+    nothing to compare with). The timeline's history is asked for only when it changed."""
+    if checkpoint is None:
+        return None
+    if checkpoint.replaced:  # a restart during that rebuild: it starts again
+        return f"{checkpoint.replaced} (the rebuild for it did not finish)"
+    recorded = Recorded(
+        checkpoint.system_id, checkpoint.timeline, checkpoint.position, checkpoint.slot_lsn
+    )
+    ancestors = None
+    if checkpoint.timeline is not None and source.timeline > checkpoint.timeline:
+        content = repl.timeline_history(source.timeline)
+        ancestors = parse_timeline_history(content) if content is not None else None
+    position = info.confirmed_flush_lsn if info is not None else None
+    return other_history(recorded, source, position, ancestors)
 
 
 def resync_reason(

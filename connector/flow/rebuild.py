@@ -25,18 +25,23 @@ import redis
 from connector.config import Settings, TableSettings
 from connector.core.lsn import Lsn
 from connector.core.tables import TableInfo
+from connector.embed.base import Embedder
 from connector.errors import ConfigError
 from connector.flow.applier import Applier
 from connector.flow.copy import copy_at_new_snapshot
-from connector.flow.targets import Layout, Target
+from connector.flow.targets import Layout, Target, prepare
 from connector.logs import redact
 from connector.sink.layout import (
+    Owner,
     Record,
+    abandon_building,
+    begin_rebuild,
     end_backfill,
     mark_copied,
     read_record,
     record_progress,
     retire_step,
+    set_owner,
     switch,
 )
 from connector.sink.redis_client import client_for
@@ -167,6 +172,34 @@ class Rebuilds:
         self._stop.set()
         for copier in self._copiers:
             copier.join(10)
+
+
+def rebuild_every_index(
+    client: redis.Redis, settings: Settings, embedder: Embedder, owner: Owner, reason: str
+) -> dict[str, Layout]:
+    """Begin a rebuild of every index of the settings into a new physical index (the source
+    has another history: nothing the indexes hold can be kept), built with what a rebuild under
+    way was to be built with, else with what the current index was. A rebuild under way is
+    abandoned; an index still retiring from an earlier switch is dropped now (the switch ahead
+    would lose track of it). Their copy and switch are the caller's."""
+    layouts = {}
+    for alias, layout in prepare(client, settings, embedder, False, reconcile=False).items():
+        record = layout.record
+        built = layout.building or layout.current
+        if record.building is not None:
+            abandon_building(client, record)
+        while retire_step(client, record, 0.0, settings.reindex.drop_step_keys):
+            pass
+        record = begin_rebuild(client, read_record(client, alias) or record, built, reason)
+        assert record.building is not None
+        set_owner(client, record.building, owner)
+        layouts[alias] = Layout(record, layout.current, built)
+    return layouts
+
+
+def bound_tables(tables: dict[str, TableInfo], target: Target) -> list[TableInfo]:
+    """The database's tables read with `target`'s settings of them."""
+    return [_bound(tables, t.qualified_name, t) for t in target.tables]
 
 
 def _moved(before: Record, now: Record) -> bool:

@@ -5,6 +5,11 @@ holds every change of the slot's tables (the stream resumes after it); `visible`
 LSN (readers see row versions up to it; it never moves back, so a replay that moves `lsn` back
 does not take the index back in time); the source cluster's system id (a checkpoint of another
 cluster is never resumed) and the newest commit time it covers.
+
+It also records which history of the source it follows (core.history): the timeline and the
+consistent point of the slot (`slot_lsn`). While the daemon rebuilds the indexes for another
+history, `replaced` says why: readers keep the old indexes at the old visible LSN, and a search
+waiting for an LSN waits for the switch (the new history's LSNs are not comparable with it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ class Checkpoint:
     updated_at: float
     commit_time: float | None = None
     visible: Lsn | None = None
+    timeline: int | None = None
+    slot_lsn: Lsn | None = None  # where the slot it follows was created
+    replaced: str = ""  # why the indexes are being rebuilt for another history ("": they are not)
+
+    @property
+    def position(self) -> Lsn:
+        """The furthest the index has gone in its history (a replay moves `lsn` back)."""
+        return max(self.lsn, self.visible or self.lsn)
 
 
 def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
@@ -43,6 +56,9 @@ def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
         float(data.get("updated_at", 0)),
         commit_time,
         visible,
+        int(data["timeline"]) if data.get("timeline") else None,
+        Lsn.parse(data["slot_lsn"]) if data.get("slot_lsn") else None,
+        data.get("replaced", ""),
     )
 
 
@@ -52,6 +68,36 @@ def checkpoint_fields(lsn: Lsn, system_id: str, commit_time: float | None = None
     if commit_time is not None:
         fields["commit_time"] = f"{commit_time:.6f}"
     return fields
+
+
+def record_source(
+    client: redis.Redis, slot: str, timeline: int, slot_lsn: Lsn | None = None
+) -> None:
+    """Record the timeline the checkpoint follows (and the consistent point of a slot just
+    created): written before the first flip, and again when a failover moved the source to a
+    timeline that descends from the recorded one."""
+    fields: Fields = {"timeline": str(timeline)}
+    if slot_lsn is not None:
+        fields["slot_lsn"] = str(slot_lsn)
+    client.hset(checkpoint_key(slot), mapping=fields)
+
+
+def mark_replaced(client: redis.Redis, slot: str, why: str) -> None:
+    """The indexes are being rebuilt for another history (kept until the switch: a restart
+    in between rebuilds again, and searches waiting for an LSN wait for the new indexes)."""
+    client.hset(checkpoint_key(slot), "replaced", why)
+
+
+def new_history_commands(
+    slot: str, lsn: Lsn, system_id: str, timeline: int
+) -> list[list[str]]:
+    """The commands that replace the checkpoint with the first one of another history: a copy
+    as of `lsn`, the consistent point of the slot created for it. They run in the step that
+    switches the indexes (sink.layout.switch_together): the visible LSN starts again there."""
+    key = checkpoint_key(slot)
+    fields = checkpoint_fields(lsn, system_id)
+    fields.update({"visible": str(lsn), "timeline": str(timeline), "slot_lsn": str(lsn)})
+    return [["DEL", key], ["HSET", key, *[str(part) for pair in fields.items() for part in pair]]]
 
 
 def move_checkpoint(client: redis.Redis, slot: str, lsn: Lsn) -> None:

@@ -696,21 +696,32 @@ def end_backfill(client: redis.Redis, alias: str, tables: Iterable[str]) -> None
 def switch(client: redis.Redis, record: Record) -> None:
     """Point the alias at the rebuilt index, in one step: a search answers from one index or
     the other. The one before is dropped after the grace period (`retire_step`)."""
-    assert record.building is not None
-    old, new = record.current, record.building
-    key = alias_key(record.alias)
-    moved = {
-        "current": new.name, "current_prefix": new.prefix, "retiring": old.name,
-        "retiring_prefix": old.prefix, "retired_at": str(time.time()), "backfill": "",
-    }  # fmt: skip
-    _atomically(
-        client,
-        ["FT.ALIASUPDATE", record.alias, new.name],
-        ["HSET", key, *[part for pair in moved.items() for part in pair]],
-        ["HDEL", key, *_REBUILD_FIELDS],
-        ["HINCRBY", key, "generation", 1],
-    )
-    log.warning("index %s: switched to %s (from %s)", record.alias, new.name, old.name)
+    switch_together(client, [record])
+
+
+def switch_together(client: redis.Redis, records: Sequence[Record], *also: list[Any]) -> None:
+    """Switch every alias of `records` to its rebuilt index and run `also`, in one step (a
+    rebuild for another history of the source: its checkpoint comes with the switch)."""
+    commands: list[list[Any]] = []
+    for record in records:
+        assert record.building is not None
+        old, new = record.current, record.building
+        key = alias_key(record.alias)
+        moved = {
+            "current": new.name, "current_prefix": new.prefix, "retiring": old.name,
+            "retiring_prefix": old.prefix, "retired_at": str(time.time()), "backfill": "",
+        }  # fmt: skip
+        commands += [
+            ["FT.ALIASUPDATE", record.alias, new.name],
+            ["HSET", key, *[part for pair in moved.items() for part in pair]],
+            ["HDEL", key, *_REBUILD_FIELDS],
+            ["HINCRBY", key, "generation", 1],
+        ]
+    _atomically(client, *commands, *also)
+    for record in records:
+        assert record.building is not None
+        log.warning("index %s: switched to %s (from %s)", record.alias, record.building.name,
+                    record.current.name)  # fmt: skip
 
 
 def retire_step(client: redis.Redis, record: Record, grace_s: float, budget: int) -> bool:

@@ -50,12 +50,25 @@ def conninfo(settings: PostgresSettings, **extra: str) -> str:
         if value:
             params[name] = value
     params.setdefault("application_name", "connector")
+    if settings.sql_ascii_encoding:  # what the bytes of a SQL_ASCII database are
+        params["client_encoding"] = settings.sql_ascii_encoding
     params.update(extra)
     dsn = settings.dsn.get_secret_value()
     # The snapshot copy and the stream must print values identically (timestamps above all).
     existing = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
-    params["options"] = f"{existing} {_SESSION_OPTIONS}".strip()
+    params["options"] = f"{existing} {_SESSION_OPTIONS} {_timeouts(settings)}".strip()
     return psycopg.conninfo.make_conninfo(dsn, **params)
+
+
+def _timeouts(settings: PostgresSettings) -> str:
+    """Startup options win over the server's, database's and role's defaults: a copy's long
+    transaction must not be cut by a managed service's low timeouts."""
+    return (
+        f"-c statement_timeout={settings.statement_timeout_ms} "
+        f"-c lock_timeout={settings.lock_timeout_ms} "
+        "-c idle_in_transaction_session_timeout="
+        f"{settings.idle_in_transaction_session_timeout_ms}"
+    )
 
 
 def describe_dsn(settings: PostgresSettings) -> str:
@@ -164,6 +177,20 @@ class ReplicationConnection:
         """(database system identifier, timeline, current WAL flush position)."""
         systemid, timeline, xlogpos, _db = self._command("IDENTIFY_SYSTEM")[0]
         return str(systemid), int(timeline or 0), Lsn.parse(xlogpos or "0/0")
+
+    def timeline_history(self, timeline: int) -> str | None:
+        """The history file of `timeline` (`TIMELINE_HISTORY`): its ancestors and where each
+        ended (core.history). None when the server has none (timeline 1 never has one)."""
+        if timeline <= 1:
+            return None
+        try:
+            rows = self._command(f"TIMELINE_HISTORY {int(timeline)}")
+        except ReplicationError as exc:
+            if self.conn.status != pq.ConnStatus.OK:
+                raise  # the connection broke: retried, not taken for a missing history
+            log.warning("the server has no history of timeline %d: %s", timeline, exc)
+            return None
+        return rows[0][1] if rows else None
 
     def create_slot(self, export_snapshot: bool, temporary: bool = False) -> tuple[Lsn, str | None]:
         """Create the wal2json slot; returns (consistent point, exported snapshot name).

@@ -118,14 +118,7 @@ class PostgresServer:
         bindir = postgres_bindir()
         if not _wal2json_installed(bindir):
             raise ServiceError(f"wal2json is not installed for {bindir.parent}: {SETUP_HINT}")
-        self.user = _service_user()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
-        if self.user:
-            entry = pwd.getpwnam(self.user)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        if not self.port:
-            self.port = free_port()
+        self._own_root()
         if (self.datadir / "PG_VERSION").exists():
             return
         done = self._run(
@@ -156,6 +149,98 @@ class PostgresServer:
                 "full_page_writes = off\n"
                 "wal_sender_timeout = 60s\n"
             )
+
+    def _own_root(self) -> None:
+        """The cluster's folder, owned by the user Postgres runs as, and its port."""
+        self.user = _service_user()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        if not self.port:
+            self.port = free_port()
+
+    def configure(self, **settings: str) -> None:
+        """Append settings to postgresql.conf (values quoted; a restart applies them)."""
+        with (self.datadir / "postgresql.conf").open("a") as conf:
+            for name, value in settings.items():
+                quoted = value.replace("'", "''")
+                conf.write(f"{name} = '{quoted}'\n")
+
+    def folder(self, name: str) -> Path:
+        """A folder under the cluster's own, that Postgres may write (a WAL archive)."""
+        path = self.root / name
+        path.mkdir(exist_ok=True)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return path
+
+    def archive_wal(self, archive: Path) -> None:
+        """Archive every completed WAL segment into `archive` (before `start`)."""
+        self.configure(archive_mode="on", archive_command=f"cp %p {archive}/%f")
+
+    def archive_now(self, timeout_s: float = 30.0) -> None:
+        """Close the current WAL segment and wait until the archiver has copied it."""
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            wanted = str(row[0]) if row else ""
+            deadline = time.monotonic() + timeout_s
+            while True:
+                row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                if row and row[0] and str(row[0]) >= wanted:
+                    return
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"WAL segment {wanted} was not archived in {timeout_s}s")
+                time.sleep(0.05)
+
+    def base_backup(self, into: PostgresServer) -> None:
+        """A base backup of this running cluster as the data folder of `into` (pg_basebackup,
+        with the WAL it needs; Postgres leaves replication slots out of it)."""
+        into._own_root()
+        done = self._run(
+            str(postgres_bindir() / "pg_basebackup"), "-D", str(into.datadir), "-d", self.dsn(),
+            "-X", "stream", "--checkpoint=fast", "--no-sync",
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise ServiceError(f"pg_basebackup failed:\n{done.stdout}\n{done.stderr}")
+
+    def recover(self, archive: Path, target_lsn: str, timeout_s: float = 60.0) -> None:
+        """Point-in-time recovery of this cluster (a base backup): replay the WAL of `archive`
+        up to `target_lsn`, then promote (a new timeline) and start; returns once promoted."""
+        self.configure(
+            restore_command=f"cp {archive}/%f %p",
+            recovery_target_lsn=target_lsn, recovery_target_action="promote",
+            archive_mode="off", unix_socket_directories=str(self.root),
+        )  # fmt: skip
+        (self.datadir / "recovery.signal").touch()
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.datadir / "recovery.signal", entry.pw_uid, entry.pw_gid)
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone() != (False,):
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"the restored cluster was not promoted in {timeout_s}s")
+                time.sleep(0.05)
+
+    def copy_data(self, to: Path) -> None:
+        """Copy the data folder to `to` as it is (stop first: a filesystem snapshot)."""
+        self._copy_folder(self.datadir, to)
+
+    def put_back(self, copy: Path) -> None:
+        """Replace the data folder with `copy` (stopped first, started again after)."""
+        self.stop()
+        shutil.rmtree(self.datadir)
+        self._copy_folder(copy, self.datadir)
+        self.start()
+
+    def _copy_folder(self, source: Path, to: Path) -> None:
+        done = self._run("cp", "-a", str(source), str(to))
+        if done.returncode != 0:
+            raise ServiceError(f"copying {source} failed: {done.stderr.strip()}")
 
     def start(self) -> None:
         done = self._run(
@@ -362,11 +447,17 @@ class Services:
     def redis_pid(self) -> int | None:
         return self.redis.process.pid if self.redis and self.redis.process else None
 
-    def create_database(self, prefix: str = "t_") -> str:
-        """A new, empty database (named `prefix` and a random tag); returns its name."""
+    def create_database(self, prefix: str = "t_", encoding: str | None = None) -> str:
+        """A new, empty database (named `prefix` and a random tag); returns its name. With
+        `encoding` (LATIN1, SQL_ASCII...), in that encoding, from template0 with the C locale."""
         dbname = f"{prefix}{uuid.uuid4().hex[:12]}"
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+        if encoding is not None:
+            query += sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(
+                sql.Literal(encoding)
+            )
         with psycopg.connect(self.postgres_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            conn.execute(query)
         return dbname
 
     def drop_database(self, dbname: str, release_timeout_s: float = 15.0) -> None:
@@ -381,9 +472,9 @@ class Services:
             )
 
     @contextlib.contextmanager
-    def database(self, prefix: str = "t_") -> Iterator[str]:
+    def database(self, prefix: str = "t_", encoding: str | None = None) -> Iterator[str]:
         """A fresh database for one test or scenario (its DSN), dropped afterwards."""
-        dbname = self.create_database(prefix)
+        dbname = self.create_database(prefix, encoding)
         try:
             yield self.dsn(dbname)
         finally:
