@@ -53,8 +53,9 @@ def durable_key(slot: str) -> str:
 
 
 def partitions_key(slot: str) -> str:
-    """The partitions of partitioned tables the connector has copied (a SET of their names):
-    one missing from it is new to the connector and is copied (flow.partitions)."""
+    """The partitions of partitioned tables the connector has copied (a HASH: partition ->
+    table): one missing from it is new to the connector and is copied, one that is no longer a
+    partition has its rows removed (flow.partitions)."""
     return f"connector:{slot}:partitions"
 
 

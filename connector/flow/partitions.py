@@ -14,6 +14,11 @@ is copied once from a fresh snapshot, in a thread of its own: an attached table 
 stream never carried, and the changes to it that arrived before it was attached are in that
 copy. The partitions copied are recorded in Redis (`connector:<slot>:partitions`), so a crash
 during such a copy copies it again at the next start.
+
+A partition detached or dropped is not in the stream (DDL never is). The daemon notices it is
+gone from the table (a recorded partition that is no longer one) and writes a logical message
+(`pg_logical_emit_message`) naming it into the WAL; when the stream brings that message, the
+partition's rows are removed like a TRUNCATE of it, in stream order.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import psycopg
 import redis
 
 from connector.config import Settings
-from connector.core.changes import Transaction
+from connector.core.changes import Op, RowChange, Transaction
 from connector.core.keys import partitions_key
 from connector.core.tables import TableInfo, routes
 from connector.errors import ConfigError, ReplicationError
@@ -36,7 +41,7 @@ from connector.flow.applier import Applier
 from connector.flow.copy import copy_at_new_snapshot
 from connector.flow.targets import Target
 from connector.logs import redact
-from connector.sink.redis_client import client_for, text
+from connector.sink.redis_client import Fields, client_for, text
 from connector.source.catalog import partition_ancestors, partition_leaves
 from connector.source.replication import conninfo
 
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 # How long a relation found to belong to no configured table is taken as such (a table attached
 # as a partition meanwhile is found by the next poll, and copied).
 _UNRELATED_S = 10.0
+# The logical message that says a partition left its table: `<table>\n<partition>`.
+GONE_PREFIX = "connector.partition_gone"
 
 
 def check_overlaps(tables: Mapping[str, TableInfo]) -> None:
@@ -90,19 +97,51 @@ class Partitions:
         self._key = partitions_key(settings.postgres.slot)
         self._copies: dict[str, _LeafCopy] = {}
         self._stop = threading.Event()
+        self._announced: set[str] = set()  # partitions gone, whose message is on its way
+        self._gone: set[str] = set()  # partitions gone, whose message the stream brought
 
     # ----------------------------------------------------------------- resolving
 
     def routes_for(self, txns: Iterable[Transaction]) -> Mapping[str, TableInfo]:
-        """The configured table of every relation `txns` change (resolving new ones)."""
+        """The configured table of every relation `txns` change (resolving new ones). A
+        message that a partition left its table becomes a TRUNCATE of that partition."""
         if not self.partitioned:
             return self._routes
+        txns = list(txns)
         now = time.monotonic()
         names = {c.table for t in txns for c in t.changes} - self._routes.keys()
         unknown = [n for n in names if self._unrelated.get(n, 0.0) <= now]
         if unknown:
             self._resolve(unknown, now)
-        return self._routes
+        gone: dict[str, TableInfo] = {}
+        for txn in txns:
+            if gone:  # after the message, the table it was is not ours
+                txn.changes = [c for c in txn.changes if c.table not in gone]
+            gone.update(self._gone_partitions(txn))
+        if not gone:
+            return self._routes
+        self._routes = routes(self.tables.values())
+        for leaf in gone:
+            self._routes.pop(leaf, None)
+            self._unrelated[leaf] = now + _UNRELATED_S
+        return {**self._routes, **gone}  # this batch's TRUNCATEs of them
+
+    def _gone_partitions(self, txn: Transaction) -> dict[str, TableInfo]:
+        """The partitions `txn`'s messages say are gone, each made a TRUNCATE of it."""
+        gone = {}
+        for message in txn.messages:
+            if message.prefix != GONE_PREFIX:
+                continue
+            name, _, leaf = message.content.partition("\n")
+            table = self.tables.get(name)
+            if table is None or not leaf:
+                continue
+            log.warning("table %s: partition %s was detached or dropped: removing its rows",
+                        name, leaf, extra={"table": name})  # fmt: skip
+            txn.changes.append(RowChange(Op.TRUNCATE, leaf))
+            gone[leaf] = table
+            self._gone.add(leaf)
+        return gone
 
     def _resolve(self, names: list[str], now: float) -> None:
         found = partition_ancestors(self._connection(), names)
@@ -131,9 +170,9 @@ class Partitions:
 
     def record_copied(self, client: redis.Redis) -> None:
         """Every partition known now was copied (the first copy of the tables)."""
-        leaves = [leaf for t in self.tables.values() for leaf in t.leaves]
+        leaves: Fields = {leaf: t.name for t in self.tables.values() for leaf in t.leaves}
         if leaves:
-            client.sadd(self._key, *leaves)
+            client.hset(self._key, mapping=leaves)
 
     def poll(self, client: redis.Redis, found: list[Target]) -> None:
         """Look for partitions new to the connector and copy them. Raises when a copy failed,
@@ -146,18 +185,38 @@ class Partitions:
             if not copy.is_alive():
                 del self._copies[leaf]
         conn = self._connection()
-        copied = {text(m) for m in client.smembers(self._key)}
+        if self._gone:  # their rows are removed once this batch is visible: forget them
+            client.hdel(self._key, *self._gone)
+            self._gone.clear()
+        copied = {text(k): text(v) for k, v in client.hgetall(self._key).items()}
         for table in [t for t in self.tables.values() if t.partitioned]:
-            for leaf in sorted(partition_leaves(conn, table) - table.leaves):
+            now = partition_leaves(conn, table)
+            for leaf in sorted(now - table.leaves):
                 self._add_leaf(table, leaf)
-            for leaf in sorted(self.tables[table.name].leaves - copied - self._copies.keys()):
+            for leaf in sorted(
+                self.tables[table.name].leaves - copied.keys() - self._copies.keys()
+            ):
                 self._copy(self.tables[table.name], leaf, found)
+            gone = {leaf for leaf, name in copied.items() if name == table.name} - now
+            self._announce_gone(table, gone - self._announced)
         outside = set(self.filter()) - self._filter
         if outside:
             raise ReplicationError(
                 f"a partition is in a schema the stream does not read yet ({', '.join(outside)}):"
                 " starting the stream again with it (the partition is copied from a snapshot)"
             )
+
+    def _announce_gone(self, table: TableInfo, gone: set[str]) -> None:
+        """Write a message for each partition gone from `table` into the WAL: the stream brings
+        it after every change the partition had while it was one."""
+        for leaf in sorted(gone):
+            self._connection().execute(
+                "SELECT pg_logical_emit_message(true, %s, %s)",
+                [GONE_PREFIX, f"{table.name}\n{leaf}"],
+            )
+            self._announced.add(leaf)
+            self.tables[table.name] = replace(table, leaves=table.leaves - {leaf})
+            table = self.tables[table.name]
 
     def _copy(self, table: TableInfo, leaf: str, found: list[Target]) -> None:
         copy = _LeafCopy(self.settings, table, leaf, found, self._key, self._stop)
@@ -200,7 +259,7 @@ class _LeafCopy(threading.Thread):
             at, rows = copy_at_new_snapshot(
                 self.settings, applier, [self.table], "partition", self.stop, only=self.leaf
             )
-            client.sadd(self.key, self.leaf)
+            client.hset(self.key, self.leaf, self.table.name)
             log.info("table %s: copied %d rows of partition %s as of %s", self.table.name,
                      rows, self.leaf, at, extra={"table": self.table.name})  # fmt: skip
         except Exception as exc:  # the daemon restarts, and copies it again

@@ -137,7 +137,14 @@ def test_changes_of_every_partition_are_indexed_under_the_parent(
         assert_index_equals_table(settings, pg_dsn)
 
 
-def test_a_detached_partition_is_reported_by_verify_and_removed_by_repair(
+def _eventually_gone(settings: Settings, dsn: str, n: int) -> None:
+    deadline = time.monotonic() + 20
+    while _keys(synced(settings, dsn), n) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _keys(synced(settings, dsn), n) == [], f"event {n} should be gone"
+
+
+def test_a_detached_or_dropped_partition_leaves_the_index(
     pg_dsn: str, redis_url: str, run_connector: Start
 ) -> None:
     settings = make_settings(pg_dsn, redis_url, [EVENTS])
@@ -145,19 +152,35 @@ def test_a_detached_partition_is_reported_by_verify_and_removed_by_repair(
         conn.execute(SCHEMA)
         _row(conn, 1, "2024-03-01")
         _row(conn, 2, "2025-08-01")
+        _row(conn, 3, "2025-02-01")
         daemon = run_connector(settings)
-        _assert_rows(settings, pg_dsn, {1: "2024-03-01", 2: "2025-08-01"}, [])
+        _assert_rows(settings, pg_dsn, {1: "2024-03-01", 2: "2025-08-01", 3: "2025-02-01"}, [])
+
+        # Noticed by the daemon itself: a DETACH or a DROP is not in the stream.
         conn.execute("ALTER TABLE events_2025 DETACH PARTITION events_2025_h2")
-        _row(conn, 3, "2024-05-01")
-        synced(settings, pg_dsn)
+        conn.execute(
+            "INSERT INTO events_2025_h2 (id, created, title, body) "
+            "VALUES (4, '2025-09-01', 'Event 4', 'standalone zq4word')"
+        )
+        _eventually_gone(settings, pg_dsn, 2)
+        conn.execute("DROP TABLE events_2024")
+        _eventually_gone(settings, pg_dsn, 1)
+        _row(conn, 5, "2025-03-01")
+        _assert_rows(settings, pg_dsn, {3: "2025-02-01", 5: "2025-03-01"}, [1, 2, 4])
+        assert_index_equals_table(settings, pg_dsn)
+
+        # While the daemon is down: `verify` reports the rows, `--repair` removes them.
+        daemon.finish()
+        conn.execute("ALTER TABLE events_2025 DETACH PARTITION events_2025_h1")
     drifts = verify(settings)
-    assert [d.orphaned for d in drifts] == [["2,2025-08-01"]]
+    assert sorted(key for d in drifts for key in d.orphaned) == ["3,2025-02-01", "5,2025-03-01"]
     embedder = make_embedder(settings.embedding, client_for(settings.redis))
     repair(settings, embedder, drifts)
     embedder.close()
     assert all(d.clean for d in verify(settings))
-    _assert_rows(settings, pg_dsn, {1: "2024-03-01", 3: "2024-05-01"}, [2])
-    daemon.finish()
+    run_connector(settings)
+    _assert_rows(settings, pg_dsn, {}, [1, 2, 3, 4, 5])
+    assert_index_equals_table(settings, pg_dsn)
 
 
 def test_inheritance_and_overlapping_tables_are_refused(pg_dsn: str) -> None:
