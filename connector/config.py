@@ -49,6 +49,15 @@ class PostgresSettings(_Section):
     # No message from the server for this long (the connector asks for one every second when
     # idle) means the connection is dead: reconnect from the checkpoint.
     stream_timeout_s: float = Field(default=15.0, gt=0)
+    # Set on every session of the connector, over the server's, database's and role's defaults
+    # (managed services often set them low): a copy is one long REPEATABLE READ transaction,
+    # idle while each batch is embedded. Milliseconds; 0 = off.
+    statement_timeout_ms: int = Field(default=0, ge=0)
+    lock_timeout_ms: int = Field(default=0, ge=0)
+    idle_in_transaction_session_timeout_ms: int = Field(default=0, ge=0)
+    # A SQL_ASCII database declares no encoding: the connector refuses it unless this names the
+    # encoding its applications write ("UTF8", "LATIN1", ...; used as the client encoding).
+    sql_ascii_encoding: str | None = None
 
     @model_validator(mode="after")
     def _check_slot(self) -> PostgresSettings:

@@ -38,14 +38,20 @@ _MISSING: Any = object()
 _EXCERPT = 200
 
 
-def decode(payload: bytes | bytearray | memoryview | str, wal_lsn: Lsn | None = None) -> Record:
+def decode(
+    payload: bytes | bytearray | memoryview | str,
+    wal_lsn: Lsn | None = None,
+    encoding: str = "utf-8",
+) -> Record:
     """Decode one wal2json format-version 2 record.
 
     `wal_lsn` is the WAL position from the XLogData header that carried the record. A Commit
     takes it as its LSN (else the record's "nextlsn", else "lsn"); the other records take their
-    own "lsn" and fall back to it. Raises ReplicationError on anything that is not a record.
+    own "lsn" and fall back to it. `encoding` is the Python codec of the database's encoding:
+    wal2json prints values in it (the stream is not converted to a client encoding). Raises
+    ReplicationError on anything that is not a record.
     """
-    record = _parse(payload)
+    record = _parse(payload, encoding)
     action: Any = record.get("action")
     try:
         op = _OPS.get(action)
@@ -68,11 +74,17 @@ def decode(payload: bytes | bytearray | memoryview | str, wal_lsn: Lsn | None = 
     )
 
 
-def _parse(payload: bytes | bytearray | memoryview | str) -> dict[str, Any]:
+def _parse(payload: bytes | bytearray | memoryview | str, encoding: str) -> dict[str, Any]:
     try:
-        text = payload if isinstance(payload, str) else bytes(payload).decode("utf-8")
+        text = payload if isinstance(payload, str) else bytes(payload).decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ReplicationError(
+            f"wal2json record not valid {encoding} ({exc}), the codec of the database's "
+            f"encoding: {_excerpt(payload)}"
+        ) from None
+    try:
         record = _JSON.decode(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:
         raise ReplicationError(
             f"malformed wal2json record, not JSON ({exc}): {_excerpt(payload)}"
         ) from None

@@ -25,6 +25,7 @@ class Reader(threading.Thread):
         stop: threading.Event,
         confirmable: Callable[[], Lsn],
         piece_rows: int | None = None,
+        encoding: str = "utf-8",
     ):
         super().__init__(name="connector-reader", daemon=True)
         self.repl = repl
@@ -32,6 +33,7 @@ class Reader(threading.Thread):
         self.stop = stop
         self.confirmable = confirmable
         self.piece_rows = piece_rows
+        self.encoding = encoding  # the Python codec of the database's encoding
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -53,7 +55,7 @@ class Reader(threading.Thread):
                         if not assembler.in_transaction:
                             self._put(Idle(message.wal_end))
                         continue
-                    txn = assembler.feed(decode(message.payload, message.lsn))
+                    txn = assembler.feed(decode(message.payload, message.lsn, self.encoding))
                     self.queue.reading_transaction(assembler.in_transaction)
                     if txn is not None:
                         self._put(txn)

@@ -12,6 +12,7 @@ import psycopg
 from connector.config import TableSettings
 from connector.core.tables import TableInfo
 from connector.errors import ConfigError
+from connector.source.server import check_text_encoding
 
 _TABLE = """
 SELECT c.oid, c.relreplident, c.relkind
@@ -61,6 +62,7 @@ def _index_columns(conn: psycopg.Connection[tuple[object, ...]], oid: int, which
 
 def inspect_table(conn: psycopg.Connection[tuple[object, ...]], table: TableSettings) -> TableInfo:
     """Look the table up and check it can be followed; raise ConfigError naming the fix."""
+    check_text_encoding(conn)  # every reader of a table's text inspects it first
     schema, name = table.schema_and_table
     found = conn.execute(_TABLE, [schema, name]).fetchone()
     if found is None:
