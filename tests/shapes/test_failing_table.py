@@ -22,7 +22,7 @@ from connector.embed import make_embedder
 from connector.flow.health import ROW_WARNINGS
 from connector.ops.resync import resync
 from connector.ops.status import collect_status, render
-from connector.sink.layout import read_record
+from connector.sink.layout import current_specs, read_record
 from connector.sink.redis_client import connect
 from connector.testing.config import write_config
 from connector.testing.daemon import DaemonThread
@@ -51,10 +51,14 @@ def _execute(dsn: str, *statements: str) -> None:
             conn.execute(statement)
 
 
-def _letters(client: redis.Redis) -> list[dict[str, str]]:
-    return [
-        {k.decode(): v.decode() for k, v in fields.items()} for _id, fields in client.xrange(STREAM)
-    ]
+def _stream(client: redis.Redis, settings: Settings) -> str:
+    """The dead-letter stream the connector writes (and `status` counts) for `documents`."""
+    return current_specs(client, settings)["documents"].deadletter
+
+
+def _letters(client: redis.Redis, settings: Settings) -> list[dict[str, str]]:
+    entries = client.xrange(_stream(client, settings))
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in entries]
 
 
 def _wait(what: str, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -108,10 +112,10 @@ def test_a_renamed_content_column_fails_loudly_and_its_dead_letters_survive_the_
     _execute(migrated_dsn, "UPDATE documents SET title = 'retitled' WHERE id IN (1, 3)",
              "DELETE FROM documents WHERE id = 2")  # fmt: skip
     client = connect(redis_url)
-    _wait("7 dead letters", lambda: client.xlen(STREAM) == 7)
+    _wait("7 dead letters", lambda: len(_letters(client, old)) == 7)
     synced(old, migrated_dsn)
 
-    letters = _letters(client)
+    letters = _letters(client, old)
     assert sorted(letter["op"] for letter in letters) == ["I"] * 5 + ["U"] * 2
     for letter in letters:
         assert "content column(s) body" in letter["error"], letter["error"]
@@ -145,7 +149,8 @@ def test_a_renamed_content_column_fails_loudly_and_its_dead_letters_survive_the_
 
     _wait("the switch and the old index dropped", switched_and_dropped)
     assert not list(client.scan_iter(match=f"{first.current.prefix}:*", count=1000))
-    assert len(_letters(client)) == 7, "the dead letters went with the old index"
+    assert len(_letters(client, new)) == 7, "the dead letters went with the old index"
+    assert collect_status(new).indexes[0].dead_letters == 7
     _execute(migrated_dsn, "INSERT INTO documents (id, title, text) VALUES (10, 'title 10', "
                            f"'the {WORDS[9]} of row 10, after the fix')")  # fmt: skip
     _found_by_own_word(new, migrated_dsn, [1, 3, 4, 5, 6, 7, 8, 9, 10], gone=[2])
@@ -169,7 +174,8 @@ def test_a_dropped_metadata_column_says_so_and_inserts_and_updates_alike_come_ba
     settings = make_settings(migrated_dsn, redis_url)
     running = run_connector(settings, probes=True)
     assert client.exists("documents:deadletter") == 0
-    assert [letter["error"] for letter in _letters(client)] == ["earlier"]
+    assert _stream(client, settings) == STREAM
+    assert [letter["error"] for letter in _letters(client, settings)] == ["earlier"]
     for n in range(1, 5):
         _execute(migrated_dsn, f"INSERT INTO documents (id, title, body, source) VALUES ({n}, "
                                f"'title {n}', 'row {n}', 'web')")  # fmt: skip
@@ -183,10 +189,10 @@ def test_a_dropped_metadata_column_says_so_and_inserts_and_updates_alike_come_ba
         _execute(migrated_dsn, f"UPDATE documents SET body = 'the {WORDS[n - 1]} of row {n}' "
                                f"WHERE id = {n}")  # fmt: skip
     _execute(migrated_dsn, "DELETE FROM documents WHERE id = 4")
-    _wait("6 more dead letters", lambda: client.xlen(STREAM) == 7)
+    _wait("6 more dead letters", lambda: len(_letters(client, settings)) == 7)
     synced(settings, migrated_dsn)
 
-    letters = _letters(client)[1:]
+    letters = _letters(client, settings)[1:]
     assert sorted(letter["op"] for letter in letters) == ["I"] * 3 + ["U"] * 3
     for letter in letters:
         assert "metadata column(s) source" in letter["error"], letter["error"]
