@@ -53,7 +53,7 @@ from connector.flow.monitor import Monitor, Progress
 from connector.flow.partitions import Partitions, check_overlaps
 from connector.flow.queue import ChangeQueue, Idle, Item
 from connector.flow.reader import Reader
-from connector.flow.rebuild import Rebuilds, bound_tables, rebuild_every_index
+from connector.flow.rebuild import Rebuilds, bound_tables, progress_of, rebuild_every_index
 from connector.flow.stager import Stager
 from connector.flow.targets import Target, close_extra, prepare, targets
 from connector.logs import redact
@@ -342,11 +342,15 @@ class Connector:
         """Copy the tables into the rebuilt indexes from the snapshot of a new slot, staged
         only: nothing is visible before the switch. Returns the slot's consistent point."""
         consistent, snapshot = repl.create_slot(export_snapshot=True)
-        applier = Applier(client, self.settings, self.embedder, system_id, targets=building)
-        infos = [info for target in building for info in bound_tables(tables, target)]
         with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
             batch = self.settings.pipeline.batch_max_rows
-            copy_tables(conn, applier, infos, consistent, batch, self.stop_event)
+            for target in building:  # one index each, its progress in its record (status)
+                alias = next(iter(target.specs))
+                applier = Applier(client, self.settings, target.embedder, system_id, None,
+                                  targets=[target])  # fmt: skip
+                infos = bound_tables(tables, target)
+                report = progress_of(client, alias)
+                copy_tables(conn, applier, infos, consistent, batch, self.stop_event, report)
             conn.rollback()
         if self._partitions is not None:
             self._partitions.record_copied(client)

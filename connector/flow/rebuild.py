@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import redis
@@ -73,7 +74,6 @@ class Copier(threading.Thread):
         self.rebuild = rebuild
         self.stop = stop
         self.error: BaseException | None = None
-        self._reported = 0.0
 
     def run(self) -> None:
         client = client_for(self.settings.redis)
@@ -81,10 +81,10 @@ class Copier(threading.Thread):
             applier = Applier(client, self.settings, self.target.embedder, targets=[self.target])
             applier.pace(self.settings.reindex.copy_share)
             purpose = "rebuild" if self.rebuild else "backfill"
+            report = progress_of(client, self.alias) if self.rebuild else None
             at, rows = copy_at_new_snapshot(
-                self.settings, applier, self.tables, purpose, self.stop,
-                lambda done, total: self._report(client, done, total),
-            )  # fmt: skip
+                self.settings, applier, self.tables, purpose, self.stop, report
+            )
             if self.rebuild:
                 mark_copied(client, self.alias, at)
             else:
@@ -97,12 +97,6 @@ class Copier(threading.Thread):
                 log.error("index %s: the copy failed: %s", self.alias, redact(str(exc)))
         finally:
             client.close()
-
-    def _report(self, client: redis.Redis, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self.rebuild and (now - self._reported >= _REPORT_EVERY_S or done >= total):
-            self._reported = now
-            record_progress(client, self.alias, done, total)
 
 
 class Rebuilds:
@@ -195,6 +189,21 @@ def rebuild_every_index(
         set_owner(client, record.building, owner)
         layouts[alias] = Layout(record, layout.current, built)
     return layouts
+
+
+def progress_of(client: redis.Redis, alias: str) -> Callable[[int, int], None]:
+    """Records a rebuild's copy progress in the alias's record (for `status` and `connector
+    reindex`), every `_REPORT_EVERY_S` and at the end."""
+    reported = 0.0
+
+    def report(done: int, total: int) -> None:
+        nonlocal reported
+        now = time.monotonic()
+        if now - reported >= _REPORT_EVERY_S or done >= total:
+            reported = now
+            record_progress(client, alias, done, total)
+
+    return report
 
 
 def bound_tables(tables: dict[str, TableInfo], target: Target) -> list[TableInfo]:

@@ -108,6 +108,12 @@ def _fill_index(status: Status, settings: Settings, current: Lsn) -> None:
             status.lag_bytes = max(current.value - checkpoint.lsn.value, 0)
             commit_time = checkpoint.commit_time or checkpoint.updated_at
             status.lag_seconds = round(time.time() - commit_time, 3) if status.lag_bytes else 0.0
+            if checkpoint.replaced:
+                status.warnings.append(
+                    f"the indexes are being rebuilt for another history of the source "
+                    f"({checkpoint.replaced}): searches answer from the old indexes until the "
+                    "switch; the daemon does it by itself"
+                )
         specs = current_specs(client, settings)
         _fill_failing(status, client, settings.postgres.slot, specs)
         for spec in specs.values():
