@@ -85,3 +85,6 @@ class Transaction:
     # A piece of a large transaction whose rest is still on the way: staged, never flipped
     # alone (the piece that carries its commit is the one that makes it visible).
     partial: bool = False
+    # A later piece (or the end) of a transaction whose earlier pieces were handed over: they
+    # may be staged already, at the same commit LSN.
+    continued: bool = False

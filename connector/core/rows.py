@@ -67,6 +67,11 @@ class BatchEffects:
     # Partitions truncated alone, by (table, leaf). The rows Redis holds in that leaf are
     # deleted at that LSN (the planner finds them by the leaf their manifests record).
     truncated_leaves: dict[tuple[str, str], LeafTruncate] = field(default_factory=dict)
+    # Tables in `truncated` whose TRUNCATE follows changes of its own transaction that may be
+    # staged already (by an earlier piece, or an attempt before a restart with other pieces):
+    # the floor at the transaction's LSN does not hide versions at that same LSN, so the rows
+    # staged at it are deleted at it (sink.writer).
+    truncated_staged: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ def split(effects: BatchEffects, rows: int) -> list[BatchEffects]:
     slices[0].truncated = dict(effects.truncated)
     slices[0].skipped = list(effects.skipped)
     slices[0].truncated_leaves = dict(effects.truncated_leaves)
+    slices[0].truncated_staged = set(effects.truncated_staged)
     return slices
 
 
@@ -112,6 +118,7 @@ def collect(
     """Fold the batch's transactions, in commit order, into per-row final states."""
     effects = effects or BatchEffects()
     for txn in transactions:
+        touched: set[str] = set()  # tables this transaction changed before, in this piece
         for change in txn.changes:
             table = tables.get(change.table)
             if table is None:
@@ -120,8 +127,24 @@ def collect(
                 _apply_change(effects, table, change, txn.commit_lsn)
             except RowError as exc:
                 effects.skipped.append((change, str(exc)))
+            if change.op is Op.TRUNCATE:
+                staged = txn.continued or table.name in touched
+                _truncated_after(effects, table.name, txn.commit_lsn, staged)
+            touched.add(table.name)
         effects.last_lsn = max(effects.last_lsn, txn.commit_lsn)
     return effects
+
+
+def _truncated_after(effects: BatchEffects, table: str, lsn: Lsn, staged: bool) -> None:
+    """Mark a table truncated at `lsn` after changes of the same transaction that may be staged
+    already (`staged`); a later TRUNCATE without them makes the mark needless (its floor is
+    above every version of the earlier transaction)."""
+    if effects.truncated.get(table) != lsn:
+        return  # one partition truncated alone: its rows are found by the leaf they are in
+    if staged:
+        effects.truncated_staged.add(table)
+    else:
+        effects.truncated_staged.discard(table)
 
 
 def _truncate_leaf(effects: BatchEffects, table: TableInfo, leaf: str, lsn: Lsn) -> None:

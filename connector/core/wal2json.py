@@ -182,13 +182,14 @@ class TransactionAssembler:
     empty transaction at the message's LSN, so the position can advance on an idle database.
     """
 
-    __slots__ = ("_begin", "_changes", "_messages", "_piece_rows")
+    __slots__ = ("_begin", "_changes", "_handed", "_messages", "_piece_rows")
 
     def __init__(self, piece_rows: int | None = None) -> None:
         self._piece_rows = piece_rows
         self._begin: Begin | None = None
         self._changes: list[RowChange] = []
         self._messages: list[Message] = []
+        self._handed = False  # pieces of the open transaction were handed over
 
     @property
     def in_transaction(self) -> bool:
@@ -200,6 +201,7 @@ class TransactionAssembler:
         self._begin = None
         self._changes = []
         self._messages = []
+        self._handed = False
 
     def feed(self, record: Record) -> Transaction | None:
         """Take one record; return the transaction it completes, if any."""
@@ -238,8 +240,10 @@ class TransactionAssembler:
             commit_time=begin.timestamp,
             changes=self._changes,
             partial=True,
+            continued=self._handed,
         )
         self._changes = []
+        self._handed = True
         return piece
 
     def _commit(self, commit: Commit) -> Transaction:
@@ -252,6 +256,7 @@ class TransactionAssembler:
             commit_time=commit_time,
             changes=self._changes,
             messages=self._messages,
+            continued=self._handed,
         )
         self.reset()
         return transaction

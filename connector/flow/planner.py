@@ -29,6 +29,7 @@ from connector.core.versions import (
     Manifest,
     Version,
     assign_ids,
+    floor_at,
     id_text_hash,
     metadata_fingerprint,
 )
@@ -96,16 +97,25 @@ class Planner:
         states = [self._bind(s) for s in changed if s.table.name in self._tables]
         manifests = self.writer.manifests([(s.table.name, s.key) for s in states])
         floors = self.writer.floors(s.table.name for s in states)
+        for table, lsn in effects.truncated.items():  # this batch's own, not staged yet
+            floors.setdefault(table, []).append(lsn)
         batch = BatchWrite(
             rows=[],
             truncated={t: lsn for t, lsn in effects.truncated.items() if t in self._tables},
+            # Not in a replay: the rows at the truncate's LSN are then its visible new ones.
+            truncated_staged={
+                t
+                for t in effects.truncated_staged
+                if t in self._tables and effects.truncated[t] > visible
+            },
             letters=list(effects.skipped) if self.dead_letters else [],
             last_lsn=effects.last_lsn,
         )
         rows = []
         for state, manifest in zip(states, manifests, strict=True):
-            row = _follow(state, manifest, visible)
-            if row is None or any(state.lsn < f for f in floors.get(state.table.name, [])):
+            cuts = floors.get(state.table.name, [])
+            row = _follow(state, manifest, visible, floor_at(cuts, state.lsn))
+            if row is None or any(state.lsn < f for f in cuts):
                 batch.stats.skipped_stale += 1
             else:
                 rows.append(row)
@@ -329,8 +339,9 @@ def _drop_refused(batch: BatchWrite, refused: dict[str, str]) -> None:
     batch.rows = kept
 
 
-def _follow(state: RowState, manifest: Manifest, visible: Lsn) -> _Row | None:
-    """What the change builds on, or None when a visible version already covers it."""
+def _follow(state: RowState, manifest: Manifest, visible: Lsn, floor: Lsn | None) -> _Row | None:
+    """What the change builds on, or None when a visible version already covers it. `floor`
+    is the table's truncate (or resync) floor at the change's LSN."""
     seen = manifest.at(visible)
     if seen is not None and seen.lsn >= state.lsn:
         return None
@@ -339,6 +350,10 @@ def _follow(state: RowState, manifest: Manifest, visible: Lsn) -> _Row | None:
     # piece of the same large transaction (or the same transaction staged before a crash): the
     # change follows it, and replaces it.
     base = next((v for v in manifest.versions if v.lsn <= state.lsn), None)
+    if base is not None and floor is not None and base.lsn < floor:
+        # Below the floor the row did not exist at the change (a TRUNCATE, a resync): it is no
+        # base whose chunks can be kept, since garbage collection may be removing them now.
+        base = None
     return _Row(state, manifest, base, replaces)
 
 

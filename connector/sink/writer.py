@@ -33,7 +33,7 @@ from connector.errors import ResyncNeeded
 from connector.sink.checkpoint import checkpoint_fields
 from connector.sink.redis_client import Fields, read_fields, text
 from connector.sink.schema import IndexSpec, index_specs
-from connector.sink.view import read_manifests
+from connector.sink.view import read_manifests, scan_manifests
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,9 @@ class BatchWrite:
     letters: list[tuple[RowChange, str]]  # dead letters: the change and why
     last_lsn: Lsn
     stats: ApplyStats = field(default_factory=ApplyStats)
+    # Tables of `truncated` whose rows staged at the truncate's LSN (earlier pieces of its
+    # transaction) are deleted at it (core.rows.BatchEffects.truncated_staged).
+    truncated_staged: set[str] = field(default_factory=set)
 
 
 class IndexWriter:
@@ -202,6 +205,8 @@ class IndexWriter:
             for table, lsn in batch.truncated.items():
                 out.pipe.hset(self.keys[table].floor(table), str(lsn.value), "")
                 out.queued()
+                if table in batch.truncated_staged:
+                    stats.deleted += self._delete_staged(out, table, lsn, batch.rows)
             for row in batch.rows:
                 self._stage_version(out, row, stats)
             for change, error in batch.letters:
@@ -251,6 +256,25 @@ class IndexWriter:
             stats.metadata_only += 1
         else:
             stats.upserted += 1
+
+    def _delete_staged(self, out: _Bounded, table: str, lsn: Lsn, rows: list[RowWrite]) -> int:
+        """A TRUNCATE after changes of its own transaction that earlier pieces staged: the floor
+        at the transaction's LSN hides the versions below it, not those at it, so each row with
+        a version at that LSN gets a delete in its place (the same manifest field), except the
+        rows this batch writes again after the truncate. Their chunks, listed by no version
+        any more, are collected (sink.gc). A scan of the table's manifests, in bounded steps."""
+        keys = self.keys[table]
+        again = {r.state.key for r in rows if r.state.table.name == table}
+        at, gone = str(lsn.value), Version(lsn, deleted=True).value
+        deleted = 0
+        for name, manifest in scan_manifests(self.client, keys, table):
+            staged = next((v for v in manifest.versions if v.lsn == lsn), None)
+            if staged is None or staged.deleted or keys.key_from_row(name, table) in again:
+                continue
+            out.pipe.hset(name, at, gone)
+            out.queued()
+            deleted += 1
+        return deleted
 
     def _stage_dead_letter(
         self, out: _Bounded, change: RowChange, error: str, lsn: Lsn, stats: ApplyStats
