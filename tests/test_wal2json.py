@@ -315,7 +315,7 @@ def test_unparseable_timestamp_is_none() -> None:
     ("payload", "message"),
     [
         ('{"action":"I","schema":"public"', r"not JSON.*'\{\"action\":\"I\",\"schema\""),
-        (b"\xff\xfe{}", "not JSON"),
+        (b"\xff\xfe{}", r"not valid utf-8 .*the codec of the database's encoding"),
         ("", "not JSON"),
         ("[1,2]", "not an object"),
         ('{"action":"X","xid":1}', r"unknown wal2json action 'X'.*format-version=2"),
@@ -331,6 +331,18 @@ def test_unparseable_timestamp_is_none() -> None:
 def test_malformed(payload: str | bytes, message: str) -> None:
     with pytest.raises(ReplicationError, match=message):
         decode(payload)
+
+
+def test_decoded_in_the_database_encoding() -> None:
+    """wal2json writes the database's encoding: a LATIN1 record is not UTF-8."""
+    payload = (
+        '{"action":"I","schema":"public","table":"t","columns":'
+        '[{"name":"body","type":"text","value":"Straße über"}]}'
+    ).encode("latin-1")
+    change = decode(payload, Lsn(1), "iso8859-1")
+    assert isinstance(change, RowChange) and change.new["body"].text == "Straße über"
+    with pytest.raises(ReplicationError, match="not valid utf-8"):
+        decode(payload, Lsn(1))
 
 
 def test_error_shows_only_the_beginning_of_a_long_payload() -> None:
@@ -457,7 +469,10 @@ def test_a_large_transaction_comes_in_pieces_at_its_commit_lsn() -> None:
     pieces = feed_all(assembler, records)
     assert [len(p.changes) for p in pieces] == [2, 2, 1]
     assert [p.partial for p in pieces] == [True, True, False]
+    assert [p.continued for p in pieces] == [False, True, True]  # earlier pieces handed over
     assert {p.commit_lsn for p in pieces} == {lsn("0/150B488")}
+    (next_one,) = feed_all(assembler, [(BEGIN, "0/1"), (INSERT, "0/2"), (COMMIT, "0/150B488")])
+    assert not next_one.continued
 
 
 def test_without_a_commit_lsn_in_begin_a_transaction_stays_whole() -> None:
