@@ -143,3 +143,19 @@ def test_a_batch_splits_into_slices_that_keep_every_row_once_and_its_last_lsn() 
     assert slices[0].truncated == {TABLE.name: Lsn(10)} and len(slices[0].skipped) == 1
     assert not any(s.truncated or s.skipped for s in slices[1:])
     assert len(split(collect([txn(30, change(Op.TRUNCATE))], TABLES), 2)) == 1
+
+
+def test_a_truncate_after_changes_of_its_transaction_that_may_be_staged_is_marked() -> None:
+    """A TRUNCATE in a later piece (or after changes of its table in the same piece) leaves
+    the rows staged at its LSN to be deleted; a later truncate without them unmarks it."""
+    insert = change(Op.INSERT, row(id="1", title="t", body="b", lang="en"))
+    first = txn(10, change(Op.TRUNCATE))
+    later = Transaction(10, Lsn(10), None, [change(Op.TRUNCATE)], continued=True)
+    assert not collect([first], TABLES).truncated_staged
+    assert collect([later], TABLES).truncated_staged == {TABLE.name}
+    assert collect([txn(10, insert, change(Op.TRUNCATE))], TABLES).truncated_staged == {TABLE.name}
+    assert not collect([later, txn(20, change(Op.TRUNCATE))], TABLES).truncated_staged
+    other = change(Op.INSERT, row(id="2", title="t", body="b", lang="en"))
+    effects = collect([later, txn(20, insert, other)], TABLES)
+    assert split(effects, 1)[0].truncated_staged == {TABLE.name}
+    assert not split(effects, 1)[-1].truncated_staged
