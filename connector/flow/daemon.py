@@ -329,7 +329,7 @@ class Connector:
         begun = new_history_commands(slot, consistent, source.system_id, source.timeline)
         switch_together(client, records, *begun)
         self.checkpoint = consistent
-        log.warning("slot %s: the indexes follow the source's history from %s", slot, consistent)
+        log.info("slot %s: the indexes follow the source's history from %s", slot, consistent)
 
     def _copy_history(
         self,
