@@ -28,7 +28,7 @@ from typing import Any
 from connector.core.changes import Begin, Commit, Message, Op, Record, Row, RowChange, Transaction
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import PgValue, pg_text, typed_value
-from connector.errors import ReplicationError
+from connector.errors import ConfigError, ReplicationError
 
 __all__ = ["TransactionAssembler", "decode"]
 
@@ -51,7 +51,7 @@ def decode(
     wal2json prints values in it (the stream is not converted to a client encoding). Raises
     ReplicationError on anything that is not a record.
     """
-    record = _parse(payload, encoding)
+    record = _parse(payload, encoding, wal_lsn)
     action: Any = record.get("action")
     try:
         op = _OPS.get(action)
@@ -74,13 +74,18 @@ def decode(
     )
 
 
-def _parse(payload: bytes | bytearray | memoryview | str, encoding: str) -> dict[str, Any]:
+def _parse(
+    payload: bytes | bytearray | memoryview | str, encoding: str, wal_lsn: Lsn | None
+) -> dict[str, Any]:
     try:
         text = payload if isinstance(payload, str) else bytes(payload).decode(encoding)
     except UnicodeDecodeError as exc:
-        raise ReplicationError(
-            f"wal2json record not valid {encoding} ({exc}), the codec of the database's "
-            f"encoding: {_excerpt(payload)}"
+        # The server checks what it stores against its encoding: only a SQL_ASCII database
+        # (whose bytes postgres.sql_ascii_encoding declares) gets here. Retrying cannot help.
+        raise ConfigError(
+            f"the wal2json record at {wal_lsn} is not valid {encoding} ({exc}): set "
+            'postgres.sql_ascii_encoding to the encoding the applications write ("LATIN1" '
+            f"reads every byte): {_excerpt(payload)}"
         ) from None
     try:
         record = _JSON.decode(text)

@@ -17,6 +17,7 @@ from psycopg import sql
 from connector.core.changes import Op, RowChange
 from connector.core.pgtypes import PgValue
 from connector.core.tables import TableInfo
+from connector.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def copy_table(
     with conn.cursor(name=f"connector_copy_{table.settings.schema_and_table[1]}") as cursor:
         cursor.itersize = batch_rows
         cursor.execute(query)
-        while rows := cursor.fetchmany(batch_rows):
+        while rows := _fetch(cursor, table, batch_rows):
             yield [
                 RowChange(
                     Op.INSERT,
@@ -81,6 +82,23 @@ def copy_table(
                 )
                 for row in rows
             ]
+
+
+def _fetch(
+    cursor: psycopg.ServerCursor[tuple[object, ...]], table: TableInfo, rows: int
+) -> list[tuple[object, ...]]:
+    try:
+        return cursor.fetchmany(rows)
+    except (
+        psycopg.errors.CharacterNotInRepertoire,
+        psycopg.errors.UntranslatableCharacter,
+    ) as exc:  # the bytes of a SQL_ASCII database, or a client_encoding in postgres.dsn
+        raise ConfigError(
+            f"table {table.name} holds text the session cannot read as "
+            f"{cursor.connection.info.encoding} ({str(exc).strip()}): set "
+            'postgres.sql_ascii_encoding to the encoding the applications write ("LATIN1" '
+            "reads every byte), or remove client_encoding from postgres.dsn"
+        ) from None
 
 
 def _leaf_names(conn: psycopg.Connection[tuple[object, ...]], table: TableInfo) -> dict[str, str]:

@@ -6,6 +6,7 @@ their accented words. A SQL_ASCII database declares no encoding: it is refused a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -117,7 +118,7 @@ def test_sql_ascii_database_is_refused_until_its_encoding_is_declared(
         verify(refused)
 
     settings = _settings(sql_ascii_dsn, redis_url, sql_ascii_encoding="UTF8")
-    run_connector(settings)
+    daemon = run_connector(settings)
     for n in range(5, len(words) + 1):
         _put(sql_ascii_dsn, n, words[n])
     with psycopg.connect(sql_ascii_dsn, autocommit=True) as conn:
@@ -127,3 +128,13 @@ def test_sql_ascii_database_is_refused_until_its_encoding_is_declared(
     found = synced(settings, psycopg.conninfo.make_conninfo(sql_ascii_dsn, client_encoding="UTF8"))
     _assert_found(found, words, gone)
     assert all(d.clean for d in verify(settings)), [d.summary() for d in verify(settings)]
+
+    # A byte that is not UTF-8 (LATIN1's é) stops the daemon with the fix: it is no transient.
+    with psycopg.connect(sql_ascii_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO notes VALUES (99, 'caf' || convert_from('\\xe9', 'SQL_ASCII'))")
+    daemon.thread.join(30)
+    assert not daemon.thread.is_alive()
+    assert isinstance(daemon.errors[0], ConfigError)
+    assert re.search(r"not valid utf-8 .*sql_ascii_encoding", str(daemon.errors[0]))
+    with pytest.raises(ConfigError, match=r"notes holds text .*sql_ascii_encoding"):
+        verify(settings)  # as a copy reads it
