@@ -58,10 +58,6 @@ class TableHealth:
         self._watches: dict[str, _Watch] = {}
         self._physical: dict[str, str] = {}  # table -> the physical index its rows go to
 
-    def failing(self) -> list[str]:
-        """The tables in an episode now."""
-        return sorted(t for t, w in self._watches.items() if w.episode is not None)
-
     def follow(self, writer: IndexWriter) -> None:
         """The applier (re)starts with `writer`'s indexes: take up the episodes Redis recorded,
         and end those of tables whose index was rebuilt since (its copy holds them afresh)."""
