@@ -114,6 +114,14 @@ def test_a_row_without_its_key_is_skipped_with_the_reason_and_others_go_on() -> 
     assert skipped.new["id"].text is None and "key column id is missing or NULL" in reason
 
 
+def test_a_bad_row_of_a_partition_is_skipped_under_its_table_naming_the_partition() -> None:
+    """Its dead letter goes to its table's stream (a leaf's name has none: it would be lost)."""
+    leaf = RowChange(Op.INSERT, "public.docs_2024", new=row(id=None, title="a", body="b"))
+    effects = collect([txn(10, leaf)], {TABLE.name: TABLE, "public.docs_2024": TABLE})
+    [(skipped, reason)] = effects.skipped
+    assert skipped.table == TABLE.name and "(in partition public.docs_2024)" in reason
+
+
 def test_changes_of_tables_that_are_not_configured_are_ignored() -> None:
     other = RowChange(Op.INSERT, "public.other", new=row(id="1"))
     effects = collect([txn(10, other)], TABLES)

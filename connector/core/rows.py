@@ -10,7 +10,7 @@ which.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from connector.core.changes import Op, RowChange, Transaction
 from connector.core.keys import encode_key
@@ -125,8 +125,9 @@ def collect(
                 continue  # not configured: wal2json's add-tables keeps these out anyway
             try:
                 _apply_change(effects, table, change, txn.commit_lsn)
-            except RowError as exc:
-                effects.skipped.append((change, str(exc)))
+            except RowError as exc:  # a leaf's change is dead-lettered under its table
+                where = f" (in partition {change.table})" if change.table != table.name else ""
+                effects.skipped.append((replace(change, table=table.name), f"{exc}{where}"))
             if change.op is Op.TRUNCATE:
                 staged = txn.continued or table.name in touched
                 _truncated_after(effects, table.name, txn.commit_lsn, staged)
