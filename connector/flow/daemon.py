@@ -94,6 +94,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RedisFull,
     redis.OutOfMemoryError,
     psycopg.OperationalError,
+    psycopg.errors.IdleInTransactionSessionTimeout,  # the server ended the session: reconnect
     redis.ConnectionError,
     redis.TimeoutError,
     OSError,
