@@ -88,9 +88,7 @@ def mark_replaced(client: redis.Redis, slot: str, why: str) -> None:
     client.hset(checkpoint_key(slot), "replaced", why)
 
 
-def new_history_commands(
-    slot: str, lsn: Lsn, system_id: str, timeline: int
-) -> list[list[str]]:
+def new_history_commands(slot: str, lsn: Lsn, system_id: str, timeline: int) -> list[list[str]]:
     """The commands that replace the checkpoint with the first one of another history: a copy
     as of `lsn`, the consistent point of the slot created for it. They run in the step that
     switches the indexes (sink.layout.switch_together): the visible LSN starts again there."""

@@ -25,9 +25,7 @@ log = logging.getLogger(__name__)
 # 3: row versions (chunk ids `<text hash>@<lsn>`, manifests of versions, a visible LSN, floors
 # as hashes). An index of an older schema is rebuilt by a resync, never read.
 SCHEMA_VERSION = "3"
-RESERVED_FIELDS = frozenset(
-    {"content", ORIGINAL_FIELD, "embedding", "table", "pk", "chunk", "lsn"}
-)
+RESERVED_FIELDS = frozenset({"content", ORIGINAL_FIELD, "embedding", "table", "pk", "chunk", "lsn"})
 _FIELD_ARGS = {
     "tag": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
     "numeric": ["NUMERIC"],
