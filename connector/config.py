@@ -139,7 +139,8 @@ class ChatSettings(_Section):
     """The chat model that `connector ask` / `answer()` streams answers from."""
 
     base_url: str | None = None  # default: embedding.base_url
-    api_key: SecretStr | None = None  # default: embedding.api_key, then OPENAI_API_KEY
+    # default: embedding.api_key for its host, OPENAI_API_KEY for OpenAI's (see chat_api_key)
+    api_key: SecretStr | None = None
     model: str = "gpt-4o-mini"
     max_context_tokens: int = Field(default=3000, gt=0)
     max_answer_tokens: int = Field(default=512, gt=0)

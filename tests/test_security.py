@@ -14,9 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.config import Settings
 from connector.core.pgtypes import PgValue, metadata_field, tag_text
 from connector.embed import HashingEmbedder
+from connector.errors import ConfigError
 from connector.query import Searcher
+from connector.query.answerer import Answerer, chat_api_key
 from connector.sink.redis_client import command, connect
 from connector.sink.schema import IndexSpec, embedding_meta, schema_args
 from connector.testing.config import write_config
@@ -160,3 +163,53 @@ def test_the_migrations_role_is_all_the_connector_needs(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, log.read_text()
+
+
+def _chat_keys(server: FakeOpenAI) -> list[str | None]:
+    return [r.authorization for r in server.requests if r.path.endswith("/chat/completions")]
+
+
+def _ask(settings_: Settings) -> None:
+    """One chat completion with the client `answer()` uses (no search needed for the key)."""
+    answerer = Answerer(settings_)
+    try:
+        assert "".join(answerer._complete(answerer.prompt("q", "[1] a source"))).startswith("The")
+    finally:
+        answerer.close()
+
+
+def test_a_key_goes_only_to_the_host_it_was_configured_for(
+    redis_url: str, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedding_key, chat_key, env_key = "sk-embedding-key", "sk-chat-key", "sk-env-key"
+    monkeypatch.setenv("OPENAI_API_KEY", env_key)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    other = FakeOpenAI().start()  # the chat model on another host than the embeddings
+    dsn = "postgresql://nobody@127.0.0.1:1/none"  # never connected to: no search runs
+    embedding = {"provider": "openai", "model": "text-embedding-3-small", "dimensions": 64,
+                 "base_url": fake_openai.url, "api_key": embedding_key}  # fmt: skip
+
+    def chat(**chat_section: object) -> Settings:
+        return make_settings(dsn, redis_url, embedding=embedding, chat=chat_section)
+
+    try:
+        # Only chat.base_url set: neither the embedding key nor OPENAI_API_KEY goes there.
+        with pytest.raises(ConfigError, match=r"chat\.api_key \(CONNECTOR_CHAT__API_KEY"):
+            _ask(chat(base_url=other.url))
+        assert _chat_keys(other) == []
+        _ask(chat(base_url=other.url, api_key=chat_key))
+        assert _chat_keys(other) == [f"Bearer {chat_key}"]
+        # The embedding's own host (unset, or the same scheme, host and port): its key.
+        _ask(chat())
+        _ask(chat(base_url=fake_openai.url.replace("/v1", "/chat/v1")))
+        assert _chat_keys(fake_openai) == [f"Bearer {embedding_key}"] * 2
+        # OPENAI_API_KEY is for OpenAI's host only, not a server named by embedding.base_url.
+        no_key = {**embedding, "api_key": None}
+        with pytest.raises(ConfigError, match="OPENAI_API_KEY only for OpenAI's"):
+            _ask(make_settings(dsn, redis_url, embedding=no_key))
+        hashing = make_settings(dsn, redis_url)
+        assert chat_api_key(hashing) == env_key  # no base_url anywhere: OpenAI's host
+        openai_host = make_settings(dsn, redis_url, chat={"base_url": "https://api.openai.com/v1"})
+        assert chat_api_key(openai_host) == env_key
+    finally:
+        other.stop()

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
@@ -24,6 +25,8 @@ from connector.errors import ConfigError
 from connector.query.searcher import FilterValue, Hit, Searcher, searcher
 
 _CITATION = re.compile(r"\[(\d+)\]")
+_OPENAI_URL = "https://api.openai.com/v1"  # the openai client's default
+_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(slots=True)
@@ -57,6 +60,35 @@ def cited_sources(text: str, sources: list[Hit]) -> list[Hit]:
     return [sources[n - 1] for n in numbers if 1 <= n <= len(sources)]
 
 
+def _origin(base_url: str | None) -> tuple[str, str, int | None]:
+    """The scheme, host and port a request goes to (unset: what the openai client uses)."""
+    parts = urlsplit(base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _PORTS.get(scheme)
+
+
+def chat_api_key(settings: Settings) -> str:
+    """The chat model's key. A key goes only to the host it was configured for: chat.api_key
+    to the chat's host; embedding.api_key when the chat talks to the embedding's host
+    (chat.base_url unset or the same scheme, host and port); OPENAI_API_KEY to OpenAI's host
+    (or OPENAI_BASE_URL's), never to another server named by a base_url."""
+    chat, embedding = settings.chat, settings.embedding
+    if chat.api_key:  # an empty secret counts as unset
+        return chat.api_key.get_secret_value()
+    host = _origin(chat.base_url or embedding.base_url)
+    if embedding.api_key and host == _origin(embedding.base_url):
+        return embedding.api_key.get_secret_value()
+    from_env = os.environ.get("OPENAI_API_KEY")
+    if from_env and host == _origin(None):
+        return from_env
+    where = chat.base_url or embedding.base_url or "OpenAI"
+    raise ConfigError(
+        f"no API key for the chat model at {where}: set chat.api_key (CONNECTOR_CHAT__API_KEY; "
+        "any value for a server that needs no key). The embedding key is used only for the "
+        "embedding's host, OPENAI_API_KEY only for OpenAI's"
+    )
+
+
 class Answerer:
     """Retrieves with a Searcher and streams answers from the chat model."""
 
@@ -64,17 +96,9 @@ class Answerer:
         self.settings = settings
         self.searcher = found or searcher(settings)
         chat = settings.chat
-        key = chat.api_key or settings.embedding.api_key
-        secret = key.get_secret_value() if key else os.environ.get("OPENAI_API_KEY")
-        if not secret:
-            raise ConfigError(
-                "no API key for the chat model: set chat.api_key (CONNECTOR_CHAT__API_KEY), "
-                "embedding.api_key (CONNECTOR_EMBEDDING__API_KEY) or OPENAI_API_KEY"
-            )
+        base_url = chat.base_url or settings.embedding.base_url
         self.client = openai.OpenAI(
-            api_key=secret,
-            base_url=chat.base_url or settings.embedding.base_url,
-            timeout=chat.timeout_s,
+            api_key=chat_api_key(settings), base_url=base_url, timeout=chat.timeout_s
         )
         self._chunker = Chunker(get_encoding(chat.model), 8192, 0)
 
@@ -127,8 +151,7 @@ class Answerer:
             )
         except openai.AuthenticationError:
             raise ConfigError(
-                "the chat server refused the API key: set CONNECTOR_CHAT__API_KEY "
-                "(or CONNECTOR_EMBEDDING__API_KEY / OPENAI_API_KEY)"
+                "the chat server refused the API key: set chat.api_key (CONNECTOR_CHAT__API_KEY)"
             ) from None
         with stream:
             for chunk in stream:

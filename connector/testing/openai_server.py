@@ -35,6 +35,7 @@ class Recorded:
     path: str
     body: dict[str, Any]
     at: float
+    authorization: str | None = None  # the header as received: which key reached this host
 
 
 class FakeOpenAI:
@@ -132,7 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = json.loads(self.rfile.read(length) or b"{}")
         with self.fake._lock:
-            self.fake.requests.append(Recorded(self.path, body, time.monotonic()))
+            auth = self.headers.get("Authorization")
+            self.fake.requests.append(Recorded(self.path, body, time.monotonic(), auth))
             self.fake.concurrent += 1
             self.fake.max_concurrent = max(self.fake.max_concurrent, self.fake.concurrent)
         try:
