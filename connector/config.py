@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connector.errors import ConfigError
@@ -280,6 +288,22 @@ class ReindexSettings(_Section):
     copy_share: float = Field(default=0.5, gt=0, le=1)
 
 
+_MIN_TOKEN_CHARS = 16  # a bearer token shorter than this can be guessed
+
+
+def _token_problem(token: str) -> str | None:
+    """Why a bearer token cannot protect the API: empty, unsendable or a placeholder."""
+    if not token.strip():
+        return "is empty (a request with `Authorization: Bearer ` would pass)"
+    if any(char.isspace() or not char.isprintable() for char in token):
+        return "holds spaces or control characters (no client can send it in a header)"
+    if "changeme" in re.sub(r"[\W_]", "", token.lower()):
+        return "is the placeholder CHANGE-ME from deploy/kubernetes/secret.yaml"
+    if len(token) < _MIN_TOKEN_CHARS:
+        return f"is shorter than {_MIN_TOKEN_CHARS} characters"
+    return None
+
+
 class ServeSettings(_Section):
     """`connector serve`: the HTTP search and answer API, and the page at `/`."""
 
@@ -296,6 +320,18 @@ class ServeSettings(_Section):
     max_k: int = Field(default=100, gt=0, le=1000)
     # How long a request with `min_lsn` waits for the index to reach it (then 504).
     min_lsn_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(keys, 1):
+            problem = _token_problem(key.get_secret_value())
+            if problem:  # the token itself is never in the message
+                raise ValueError(
+                    f"token {number} of {len(keys)} {problem}: set a random token of at least "
+                    f"{_MIN_TOKEN_CHARS} characters (openssl rand -hex 32), or none for no auth"
+                )
+        return keys
 
 
 class ObservabilitySettings(_Section):

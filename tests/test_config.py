@@ -171,3 +171,37 @@ type = "float16"
         match=r"table public.notes has other \[vector\] settings \(hnsw float16 cosine\)",
     ):
         index_specs(settings.tables)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "problem"),
+    [
+        ('[""]', "is empty"),
+        ('["good-token-of-enough-length", "   "]', "token 2 of 2 is empty"),
+        ('["CHANGE-ME"]', "placeholder CHANGE-ME from deploy/kubernetes/secret.yaml"),
+        ('["change_me_please_later_0123"]', "placeholder CHANGE-ME"),
+        ('["tab\\tinside-a-long-token"]', "spaces or control characters"),
+        ('["short-token"]', "shorter than 16 characters"),
+    ],
+)
+def test_empty_placeholder_or_guessable_api_tokens_are_refused_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tokens: str, problem: str
+) -> None:
+    monkeypatch.setenv("CONNECTOR_SERVE__API_KEYS", tokens)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, GOOD))
+    message = str(info.value)
+    assert "serve.api_keys" in message and "CONNECTOR_SERVE__API_KEYS" in message
+    assert problem in message and "openssl rand" in message
+    for secret in ("good-token-of-enough-length", "inside-a-long", "short-token", "please"):
+        assert secret not in message  # the tokens never reach the output
+
+
+def test_long_random_api_tokens_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "CONNECTOR_SERVE__API_KEYS", '["3f9a1c0e7b2d4a6f", "another-random-token-x"]'
+    )
+    settings = load_settings(write(tmp_path, GOOD))
+    assert len(settings.serve.api_keys) == 2
