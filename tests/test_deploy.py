@@ -90,8 +90,8 @@ def test_compose_runs_the_daemon_and_the_api_on_the_ports_and_probes_they_serve(
     daemon, api = services["connector"], services["serve"]
     assert daemon["build"]["dockerfile"] == "Dockerfile" and api["image"] == daemon["image"]
     assert daemon["command"][0] == "run" and api["command"][0] == "serve"
-    assert f"{SERVE_PORT}:{SERVE_PORT}" in api["ports"]
-    assert f"{METRICS_PORT}:{METRICS_PORT}" in daemon["ports"]
+    assert f"{_LOOPBACK}:{SERVE_PORT}:{SERVE_PORT}" in api["ports"]
+    assert f"{_LOOPBACK}:{METRICS_PORT}:{METRICS_PORT}" in daemon["ports"]
     for service, port, served in ((daemon, METRICS_PORT, _served_by_daemon),
                                   (api, SERVE_PORT, _served_by_api)):  # fmt: skip
         probe = " ".join(service["healthcheck"]["test"])
@@ -100,6 +100,33 @@ def test_compose_runs_the_daemon_and_the_api_on_the_ports_and_probes_they_serve(
         for name in service["environment"]:
             assert _is_setting(name) or name in IMAGE_VARIABLES, name
     assert api["environment"]["CONNECTOR_SERVE__PORT"] == str(SERVE_PORT)
+
+
+_LOOPBACK = "${PUBLISH_ADDRESS:-127.0.0.1}"  # the opt-in for other addresses is documented
+_DEFAULT = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")  # compose's ${VAR:-default}
+
+
+def _published_address(port: str | dict[str, Any]) -> str:
+    """The host address a compose port is published on, with no variable set ("" = all)."""
+    if isinstance(port, dict):  # the long syntax
+        return str(port.get("host_ip", ""))
+    text = _DEFAULT.sub(lambda found: found[2] or "", str(port))
+    parts = text.rsplit(":", 2)  # [address:]host port:container port, address maybe [::1]
+    return parts[0].strip("[]") if len(parts) == 3 else ""
+
+
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    published = {
+        f"{name} {port}": _published_address(port)
+        for name, service in services.items()
+        for port in service.get("ports", [])
+    }
+    assert {"postgres", "redis", "connector", "serve"} <= {p.split()[0] for p in published}
+    exposed = {port: address for port, address in published.items()
+               if address not in ("127.0.0.1", "::1", "localhost")}  # fmt: skip
+    assert not exposed, f"published beyond loopback by default: {exposed}"
+    assert _published_address("8000:8000") == "" and _published_address("[::]:1:1") == "::"
 
 
 # --------------------------------------------------------------------------- Kubernetes
