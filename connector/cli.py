@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,9 +81,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     observability = settings.observability
     server = None
     if observability.metrics_port:
-        server = HealthServer(
-            metrics, connector.is_ready, observability.metrics_host, observability.metrics_port
-        ).start()
+        host, port = observability.metrics_host, observability.metrics_port
+        try:
+            server = HealthServer(metrics, connector.is_ready, host, port).start()
+        except OSError as exc:
+            embedder.close()
+            raise _cannot_listen(
+                exc, host, port,
+                "observability.metrics_port (CONNECTOR_OBSERVABILITY__METRICS_PORT)",
+                "observability.metrics_host (CONNECTOR_OBSERVABILITY__METRICS_HOST)",
+                ", or 0 to turn the metrics and probes server off",
+            ) from None  # fmt: skip
 
     def _stop(signum: int, _frame: object) -> None:
         logging.getLogger("connector").info("%s: stopping", signal.Signals(signum).name)
@@ -96,6 +106,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             server.stop()
         embedder.close()
     return 0
+
+
+def _cannot_listen(
+    exc: OSError, host: str, port: int, port_setting: str, host_setting: str, off: str = ""
+) -> ConfigError:
+    """One line for an address that cannot be bound, naming the setting that fixes it."""
+    where = f"cannot listen on {host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"{where}: the port is in use (by another connector?): set {port_setting} to a "
+            f"free port{off}"
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"{where}: permission denied (below 1024?): set {port_setting}")
+    reason = exc.strerror or str(exc)
+    return ConfigError(f"{where} ({reason}): set {host_setting} to an address of this machine")
 
 
 def _logging(args: argparse.Namespace, settings: Settings | None = None) -> None:
@@ -182,8 +208,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     serve = settings.serve
     host, port = args.host or serve.host, args.port or serve.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
-    return 0
+    app = create_app(settings)
+    listening = _listen(host, port)  # bound here: a busy port is one line, not uvicorn's exit
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("connector").info("serving on http://%s:%d", shown, port)
+    try:
+        server.run(sockets=[listening])
+    finally:
+        listening.close()
+    return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound as uvicorn binds it (IPv6 for a host with a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise _cannot_listen(
+            exc, host, port, "--port or serve.port (CONNECTOR_SERVE__PORT)",
+            "--host or serve.host (CONNECTOR_SERVE__HOST)",
+        ) from None  # fmt: skip
+    return listening
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

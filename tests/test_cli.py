@@ -3,13 +3,17 @@ never a traceback."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from connector.testing.config import write_config
+from connector.testing.services import free_port
 from tests.support import make_settings
 
 FIELDS = "source (tag), tags (tag), updated_at (numeric)"
@@ -78,3 +82,45 @@ def test_an_unreachable_server_is_one_line_not_a_traceback(tmp_path: Path) -> No
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("error: Postgres: ") and len(done.stderr.splitlines()) == 1
     assert "secret-pw" not in done.stderr
+
+
+def test_a_busy_port_is_one_line_naming_the_setting(
+    pg_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    probes = {"metrics_port": port, "metrics_host": "127.0.0.1"}
+    settings = make_settings(pg_dsn, redis_url, observability=probes)
+    config = write_config(tmp_path / "connector.toml", settings)
+    command = [sys.executable, "-m", "connector.cli"]
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:  # the API on the port: it serves there
+        first = subprocess.Popen(
+            [*command, "serve", "--port", str(port), "--config", str(config)],
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert first.poll() is None and time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.2)
+        for args, setting in (
+            (["serve", "--port", str(port)], "set --port or serve.port (CONNECTOR_SERVE__PORT)"),
+            (["run"], "set observability.metrics_port (CONNECTOR_OBSERVABILITY__METRICS_PORT)"),
+        ):
+            done = subprocess.run([*command, *args, "--config", str(config)],
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: cannot listen on"), lines
+            assert f"127.0.0.1:{port}: the port is in use" in lines[0] and setting in lines[0]
+    finally:
+        first.send_signal(signal.SIGTERM)  # uvicorn ends by raising the signal it caught
+        assert first.wait(30) in (0, -signal.SIGTERM), log.read_text()
+    assert f"serving on http://127.0.0.1:{port}" in log.read_text()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
