@@ -19,7 +19,7 @@ def test_compose_file_names_the_right_services() -> None:
     pg = services["postgres"]
     assert "wal_level=logical" in pg["command"]
     assert "postgresql-15-wal2json" in pg["build"]["dockerfile_inline"]
-    assert pg["ports"] == ["5432:5432"]
+    assert pg["ports"] == ["${PUBLISH_ADDRESS:-127.0.0.1}:5432:5432"]  # loopback unless opted in
     assert services["redis"]["image"].startswith("redis/redis-stack-server")
     assert "--appendonly yes" in services["redis"]["environment"]["REDIS_ARGS"]
     connector = services["connector"]
