@@ -324,6 +324,13 @@ class ServeSettings(_Section):
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+    # Bounds of a request body (413 past it; JSON escapes count), its filters, the values of
+    # one tag filter's list, and the words of one text filter: RediSearch 2.10 fails to parse
+    # a filter of about 250 words ("Parser stack overflow"), hence the ceiling.
+    max_body_bytes: int = Field(default=256 << 10, ge=1024)
+    max_filters: int = Field(default=16, gt=0)
+    max_filter_values: int = Field(default=100, gt=0)
+    max_filter_words: int = Field(default=64, gt=0, le=200)
         for number, key in enumerate(keys, 1):
             problem = _token_problem(key.get_secret_value())
             if problem:  # the token itself is never in the message

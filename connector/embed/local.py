@@ -8,6 +8,7 @@ dimensions), loaded from site-packages with the Hugging Face hub offline: nothin
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,9 @@ class LocalEmbedder:
         self.settings = settings
         self.stats = EmbeddingStats()
         self._model: Any = SentenceTransformer(path, device=settings.local_device)
+        # sentence-transformers is not thread-safe (its tokenizer raises "Already borrowed"):
+        # `connector serve` embeds questions from many worker threads, one at a time here.
+        self._lock = threading.Lock()
         size = getattr(self._model, "get_embedding_dimension", None)
         size = size or self._model.get_sentence_embedding_dimension
         self.dimensions = int(size() or 0)
@@ -65,13 +69,14 @@ class LocalEmbedder:
     def embed(self, texts: Sequence[str]) -> list[bytes]:
         if not texts:
             return []
-        matrix = self._model.encode(
-            list(texts),
-            batch_size=self.settings.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            matrix = self._model.encode(
+                list(texts),
+                batch_size=self.settings.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         self.stats.texts += len(texts)
         self.stats.requests += 1
         return [row.astype("<f4").tobytes() for row in matrix]

@@ -22,6 +22,7 @@ import redis
 from redis.typing import EncodableT
 
 from connector.config import EmbeddingSettings, Settings, load_settings
+from connector.core.chunking import TRUNCATED_FIELD
 from connector.core.fulltext import ORIGINAL_FIELD, readable
 from connector.core.fulltext import words as fulltext_words
 from connector.core.keys import alias_key, checkpoint_key, decode_key
@@ -42,7 +43,12 @@ _RRF_K = 60
 # HNSW candidates examined per query. RediSearch's default (10) misses outliers among many
 # near-identical vectors; 100 keeps recall high at a fraction of a millisecond more.
 _MIN_EF = 100
-_MAX_WAIT_PAUSE_S = 0.001
+# A min_lsn wait checks again after a twentieth of the time it has waited (at least 0.2 ms, at
+# most 50 ms): a commit applied within milliseconds is seen within a fraction of one, and a
+# long wait costs tens of HGETs a second, not a thousand.
+_MIN_WAIT_PAUSE_S = 0.0002
+_MAX_WAIT_PAUSE_S = 0.05
+_WAIT_PAUSE_SHARE = 0.05
 # A filter matching at most this many chunks is searched by brute force (exact, and about as fast
 # as HNSW at that size); more are searched in HNSW with the filter applied in batches.
 _BRUTE_FORCE_MAX = 2_000
@@ -290,8 +296,8 @@ class Searcher:
         source (a restore, a failover), the old index's visible LSN is of the old history:
         `min_lsn` waits for the switch to the new one."""
         target = _parse_lsn(min_lsn) if isinstance(min_lsn, str) else min_lsn
-        deadline = time.monotonic() + timeout_s
-        pause = 0.0002
+        began = time.monotonic()
+        deadline = began + timeout_s
         while True:
             raw, replaced = self.client.hmget(checkpoint_key(self.slot), ["visible", "replaced"])
             current = Lsn.parse(text(raw)) if raw else Lsn(0)
@@ -308,10 +314,8 @@ class Searcher:
                     f"{timeout_s}s{rebuilding}: is the connector running and keeping up "
                     "(connector status)?"
                 )
-            time.sleep(pause)
-            # Capped at 1 ms: a commit is usually applied within milliseconds, and each check
-            # is one HGET; a longer pause would add its own length to read-your-writes.
-            pause = min(pause * 2, _MAX_WAIT_PAUSE_S)
+            waited = time.monotonic() - began
+            time.sleep(min(max(waited * _WAIT_PAUSE_SHARE, _MIN_WAIT_PAUSE_S), _MAX_WAIT_PAUSE_S))
 
     def search(
         self,
@@ -467,7 +471,9 @@ class Searcher:
         return hits
 
     def _returned(self) -> list[str]:
-        return ["content", ORIGINAL_FIELD, "table", "pk", "chunk", *self.spec.fields]
+        return [
+            "content", ORIGINAL_FIELD, "table", "pk", "chunk", TRUNCATED_FIELD, *self.spec.fields
+        ]  # fmt: skip
 
     def _legs(
         self,
@@ -596,7 +602,9 @@ class Searcher:
             content=readable(values.get("content", ""), values.get(ORIGINAL_FIELD)),
             score=score,
             metadata={
-                f: values[f].replace(TAG_SEPARATOR, ",") for f in self.spec.fields if f in values
+                f: values[f].replace(TAG_SEPARATOR, ",")
+                for f in (*self.spec.fields, TRUNCATED_FIELD)
+                if f in values
             },
             index=self.spec.physical_name,
         )

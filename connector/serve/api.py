@@ -9,10 +9,17 @@ and what each failure becomes.
 - `GET /healthz`, `GET /readyz` (Redis reachable, the index present, its model the settings'
   one), `GET /metrics` (Prometheus), `GET /` (the page), `/openapi.json` and `/docs`.
 
-Bad input is a 4xx naming the field and the fix, never a traceback: 422 for the request's
-shape and limits, 400 for what only the index can tell (a filter on a field it does not have),
-401 without a valid bearer token, 503 when `serve.max_concurrency` requests are in flight,
-504 when `min_lsn` is not reached within `serve.min_lsn_timeout_s`.
+Bad input is a 4xx `{"error", "field"}` naming the field and the limit, never a traceback nor
+a 5xx (serve.requests makes the request model from the settings: the OpenAPI document declares
+what the server enforces): 400 for a body that is not JSON and for what the index's fields say
+(a filter on a field it does not have, a range on a tag field), 413 past
+`serve.max_body_bytes`, 415 without JSON's Content-Type, 422 for the request's shape, types and
+limits, 401 without a valid bearer token, 503 when `serve.max_concurrency` requests are in
+flight, 504 when `min_lsn` is not reached within `serve.min_lsn_timeout_s`.
+
+The probes never wait behind slow work: `/healthz` and `/metrics` run on the event loop,
+`/readyz` on threads of its own, none takes a `serve.max_concurrency` slot; searches, answers
+and `min_lsn` waits run on the worker threads, one per admitted request.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import redis
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,68 +50,26 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connector.config import Settings
+from connector.config import ServeSettings, Settings
 from connector.core.lsn import Lsn
 from connector.errors import ConnectorError, QueryError
 from connector.logs import redact
 from connector.query.answerer import Answerer, cited_sources
-from connector.query.searcher import FilterValue, Hit, NotCaughtUpError, Searcher, searcher
+from connector.query.searcher import Hit, NotCaughtUpError, Searcher, searcher
+from connector.serve.requests import Asked, Refused, RequestModel, request_model
 from connector.sink.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
-_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 _OPEN = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait for a slot
 _MEASURED = frozenset({"/v1/search", "/v1/ask", "/v1/index", "/healthz", "/readyz"})
-
-
-class Range(BaseModel):
-    """A numeric filter: `min` <= value <= `max` (either may be left out)."""
-
-    model_config = ConfigDict(extra="forbid")
-    min: float | None = None
-    max: float | None = None
-
-
-# Integers stay int (JSON is parsed exactly): a tag written from a bigint column matches at any
-# size; bool before int, or JSON true would be the integer 1.
-Scalar = str | bool | int | float
-Filter = Scalar | list[Scalar] | Range
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: Annotated[str, Field(min_length=1, description="the question")]
-    k: Annotated[int, Field(ge=1, description="how many hits (at most serve.max_k)")] = 5
-    filters: dict[str, Filter] = Field(
-        default_factory=dict,
-        description="metadata field -> a tag or text value, a list of tags (any of), or a "
-        "numeric range {min, max}; a number on a tag field matches the tag written from a column "
-        "of that value (integers exactly, at any size)",
-    )
-    hybrid: bool = Field(False, description="fuse the vector ranking with a BM25 one")
-    min_lsn: str | None = Field(
-        None, description="wait until the index shows this commit (an LSN such as 0/1A2B3C)"
-    )
-    index: str | None = Field(None, description="the index name (default: the first one)")
-
-    @field_validator("min_lsn")
-    @classmethod
-    def _lsn(cls, value: str | None) -> str | None:
-        if value is not None and not _LSN.match(value):
-            raise ValueError(
-                "not an LSN: give it as pg_current_wal_lsn() prints it, e.g. 0/1A2B3C4D"
-            )
-        return value
-
-
-class AskRequest(SearchRequest):
-    pass
 
 
 class HitOut(BaseModel):
@@ -134,8 +103,14 @@ class IndexState(BaseModel):
 
 
 class Problem(BaseModel):
+    """Every refusal: what is wrong (the field, the limit and its setting) and the field."""
+
     error: str
     field: str | None = None
+
+
+class Health(BaseModel):
+    status: str
 
 
 class _Metrics:
@@ -163,26 +138,22 @@ class _Api:
         self.metrics = _Metrics()
         self.tokens = [key.get_secret_value().encode() for key in settings.serve.api_keys]
         self.indexes = list(dict.fromkeys(t.index_name for t in settings.tables))
+        self.requests: RequestModel = request_model(settings)
+        self._probe_threads: anyio.CapacityLimiter | None = None
 
-    def searcher(self, index: str | None) -> Searcher:
+    def searcher(self, index: str | None, field: str = "index") -> Searcher:
         if index is not None and index not in self.indexes:
-            raise _Refused(422, f"unknown index {index!r} (configured: "
-                                f"{', '.join(self.indexes)})", "index")  # fmt: skip
+            raise Refused(422, f"{field}: unknown index {index[:100]!r} (configured: "
+                               f"{', '.join(self.indexes)})", field)  # fmt: skip
         return searcher(self.settings, index)
 
-    def check(self, body: SearchRequest) -> dict[str, FilterValue]:
-        """The limits of the settings (422), and the filters as `search()` takes them."""
-        serve = self.settings.serve
-        if len(body.text) > serve.max_text_chars:
-            limit = serve.max_text_chars
-            raise _Refused(422, f"text is {len(body.text)} characters; at most {limit} "
-                                "(serve.max_text_chars)", "text")  # fmt: skip
-        if body.k > serve.max_k:
-            raise _Refused(422, f"k is {body.k}; at most {serve.max_k} (serve.max_k)", "k")
-        filters: dict[str, FilterValue] = {}
-        for name, value in body.filters.items():
-            filters[name] = (value.min, value.max) if isinstance(value, Range) else value
-        return filters
+    @property
+    def probe_threads(self) -> anyio.CapacityLimiter:
+        """Threads of /readyz's own (made in the event loop): a probe never queues behind the
+        worker threads that searches and answers hold."""
+        if self._probe_threads is None:
+            self._probe_threads = anyio.CapacityLimiter(2)
+        return self._probe_threads
 
     def authorized(self, headers: Headers) -> bool:
         if not self.tokens:
@@ -193,27 +164,40 @@ class _Api:
         return scheme.lower() == "bearer" and valid
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
-
-
 def _problem(
-    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = Problem(error=message, field=field).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 _RETRY = {"Retry-After": "1"}
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": description}
+    for status, description in [
+        (400, "not JSON; a filter on a field the index does not have, or a range on a tag field"),
+        (413, "a body over serve.max_body_bytes"),
+        (415, "no JSON Content-Type, or a charset other than UTF-8"),
+        (422, "the request's shape, types or limits"),
+        (503, "serve.max_concurrency requests in flight: retry after Retry-After"),
+        (504, "min_lsn not reached within serve.min_lsn_timeout_s"),
+    ]
+}
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The API for `settings` (`connector serve` runs it with uvicorn)."""
     api = _Api(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A worker thread for every admitted request (anyio's default is 40).
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, settings.serve.max_concurrency)
+        yield
+
     app = FastAPI(
-        title="connector", version="1",
+        title="connector", version="1", lifespan=lifespan,
         description="Search and answer over the Redis index the connector keeps in sync.",
     )  # fmt: skip
     app.add_middleware(_Guard, api=api)
@@ -224,8 +208,39 @@ def create_app(settings: Settings) -> FastAPI:
         )  # fmt: skip
     _errors(app)
     _routes(app, api)
+    _declare(app, api)
     app.state.api = api
     return app
+
+
+def _declare(app: FastAPI, api: _Api) -> None:
+    """The OpenAPI document with the request model of the settings (the routes read their
+    bodies themselves: FastAPI's parsing takes NaN and says nothing of the Content-Type)."""
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)  # fmt: skip
+            body = api.requests.model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(body.pop("$defs", {}))
+            schemas["SearchRequest"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
+
+
+def _request_body(serve: ServeSettings) -> dict[str, Any]:
+    """The OpenAPI requestBody of /v1/search and /v1/ask (its schema: `_declare`)."""
+    schema = {"$ref": "#/components/schemas/SearchRequest"}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "JSON (Content-Type: application/json, UTF-8), at most "
+            f"{serve.max_body_bytes} bytes (serve.max_body_bytes)",
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
 class _Guard:
@@ -251,6 +266,8 @@ class _Guard:
         refusal = self._refusal(scope)
         if refusal is not None:
             await refusal(scope, receive, sending)
+        elif route in _PROBES:  # cheap, and must answer whatever else is in flight
+            await self.app(scope, receive, sending)
         else:
             async with self.slots:
                 await self.app(scope, receive, sending)
@@ -271,7 +288,7 @@ class _Guard:
                 401, "missing or wrong bearer token: send Authorization: Bearer <token> "
                 "(serve.api_keys)", headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
-        if self.slots.locked():
+        if self.slots.locked() and route not in _PROBES:
             busy = self.api.settings.serve.max_concurrency
             return _problem(503, f"busy: {busy} requests in flight (serve.max_concurrency); "
                             "retry", headers=_RETRY)  # fmt: skip
@@ -282,12 +299,17 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        where = ".".join(str(part) for part in first.get("loc", ())[1:])  # ("query", "name")
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        return _problem(422, f"{where or 'body'}: {message}", where or None)
+        return _problem(422, f"{where or 'request'}: {message}", where or None)
 
-    @app.exception_handler(_Refused)
-    async def refused(_request: Request, exc: _Refused) -> JSONResponse:
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own: no such route (404), method (405).
+        return _problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Refused)
+    async def refused(_request: Request, exc: Refused) -> JSONResponse:
         return _problem(exc.status, exc.message, exc.field)
 
     @app.exception_handler(QueryError)
@@ -310,33 +332,43 @@ def _errors(app: FastAPI) -> None:
 
 def _routes(app: FastAPI, api: _Api) -> None:
     timeout = api.settings.serve.min_lsn_timeout_s
+    body = _request_body(api.settings.serve)
 
-    @app.post("/v1/search", responses={400: {"model": Problem}, 422: {"model": Problem},
-                                       504: {"model": Problem}})  # fmt: skip
-    def search(body: SearchRequest) -> SearchResponse:
-        filters = api.check(body)
-        found = api.searcher(body.index)
-        result = found.search_at(
-            body.text, body.k, filters, body.min_lsn, body.hybrid, timeout,
+    def found(asked: Asked) -> SearchResponse:
+        result = api.searcher(asked.index).search_at(
+            asked.text, asked.k, asked.filters, asked.min_lsn, asked.hybrid, timeout,
             embedded=api.metrics.embedding.observe,
         )  # fmt: skip
         return SearchResponse(hits=[HitOut.of(h) for h in result.hits], lsn=str(result.lsn))
 
-    @app.post("/v1/ask", response_class=StreamingResponse,
-              responses={200: {"content": {"text/event-stream": {}}}})  # fmt: skip
-    def ask(body: AskRequest) -> StreamingResponse:
-        filters = api.check(body)
-        answerer = Answerer(api.settings, api.searcher(body.index))
+    @app.post("/v1/search", openapi_extra=body, responses=_REFUSALS)
+    async def search(request: Request) -> SearchResponse:
+        asked = await api.requests.read(request)
+        return await run_in_threadpool(found, asked)
+
+    def answer(asked: Asked) -> StreamingResponse:
+        answerer = Answerer(api.settings, api.searcher(asked.index))
         try:
-            sources, tokens = answerer.start(body.text, body.k, filters, body.min_lsn)
+            sources, tokens = answerer.start(asked.text, asked.k, asked.filters, asked.min_lsn)
         except Exception:
             answerer.close()
             raise
         return StreamingResponse(_events(answerer, sources, tokens), media_type="text/event-stream")
 
-    @app.get("/v1/index")
-    def index(name: str | None = None) -> IndexState:
-        found = api.searcher(name)
+    @app.post("/v1/ask", response_class=StreamingResponse, openapi_extra=body,
+              responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                               "description": "Server-Sent Events: token, sources, done"},
+                         **_REFUSALS})  # fmt: skip
+    async def ask(request: Request) -> StreamingResponse:
+        asked = await api.requests.read(request)
+        return await run_in_threadpool(answer, asked)
+
+    names = Query(None, description="the index (default: the first)",
+                  json_schema_extra={"enum": api.indexes})  # fmt: skip
+
+    @app.get("/v1/index", responses={422: _REFUSALS[422]})
+    def index(name: str | None = names) -> IndexState:
+        found = api.searcher(name, "name")
         spec = found.check_index()
         checkpoint = read_checkpoint(found.client, api.settings.postgres.slot)
         lag = lsn = None
@@ -350,12 +382,12 @@ def _routes(app: FastAPI, api: _Api) -> None:
 
 
 def _probes(app: FastAPI, api: _Api) -> None:
+    # The probes never take a worker thread (see the module's docstring).
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
+    def ready() -> JSONResponse:
         try:
             for name in api.indexes:
                 found = api.searcher(name)
@@ -365,8 +397,16 @@ def _probes(app: FastAPI, api: _Api) -> None:
             return _problem(503, f"not ready: {redact(str(exc))}")
         return JSONResponse({"status": "ready", "indexes": api.indexes})
 
-    @app.get("/metrics")
-    def metrics() -> Response:
+    not_ready = {"model": Problem, "description": "not ready, and why"}
+
+    @app.get("/readyz", responses={200: {"content": {"application/json": {}}}, 503: not_ready})
+    async def readyz() -> JSONResponse:
+        return await anyio.to_thread.run_sync(ready, limiter=api.probe_threads)
+
+    text = {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus"}
+
+    @app.get("/metrics", response_class=Response, responses={200: text})
+    async def metrics() -> Response:
         return Response(generate_latest(api.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -394,6 +434,9 @@ def _events(answerer: Answerer, sources: list[Hit], tokens: Iterator[str]) -> It
         answerer.close()
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # each ends a line in an event stream
+
+
 def _event(name: str, data: str) -> str:
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
     return f"event: {name}\n{lines}\n"
