@@ -203,6 +203,12 @@ class TableSettings(_Section):
     metadata: dict[str, IndexType] = Field(default_factory=dict)
     chunk_tokens: int = Field(default=256, gt=8, le=8192)
     chunk_overlap: int = Field(default=32, ge=0)
+    # A row's text past this many tokens (the content columns joined) is not indexed whole:
+    # "truncate" indexes its first max_content_tokens tokens (its hits say `truncated`),
+    # "deadletter" indexes none of it and records the row in the dead-letter stream. It bounds
+    # the daemon's memory and embedding cost per row, whatever a row holds.
+    max_content_tokens: int = Field(default=100_000, gt=0, le=1_000_000)
+    over_max_content: Literal["truncate", "deadletter"] = "truncate"
     vector: VectorSettings = Field(default_factory=VectorSettings)
 
     @model_validator(mode="after")
@@ -250,7 +256,11 @@ class PipelineSettings(_Section):
     # planned while this one is staged).
     batch_max_rows: int = Field(default=500, gt=0)
     batch_max_wait_ms: int = Field(default=5, ge=0)
+    # The queue between the stream and the applier holds at most this many row changes and
+    # this many bytes (as wal2json sent them); each item counts at least one change and 256
+    # bytes, and a run of empty transactions (other tables') and keepalives takes one item.
     queue_max_changes: int = Field(default=20_000, gt=0)
+    queue_max_bytes: int = Field(default=64 << 20, ge=1 << 20)
     tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     # How long a superseded row version stays after its successor became visible, so that a
     # search that read the previous visible LSN still finds what it needs (a search takes
@@ -259,6 +269,8 @@ class PipelineSettings(_Section):
     # A transaction larger than this is staged in pieces of this many changes as it streams
     # (invisible until its commit), so no transaction has to fit in memory.
     transaction_piece_rows: int = Field(default=2_000, gt=0)
+    # ... or of this many bytes (as wal2json sent them), whichever comes first.
+    transaction_piece_bytes: int = Field(default=16 << 20, ge=1 << 16)
     deadletter_max: int = Field(default=10_000, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)
     # Keep the slot's confirmed position this far behind the checkpoint, so a Redis restored
@@ -318,12 +330,6 @@ class ServeSettings(_Section):
     max_concurrency: int = Field(default=64, gt=0)
     max_text_chars: int = Field(default=4000, gt=0)
     max_k: int = Field(default=100, gt=0, le=1000)
-    # How long a request with `min_lsn` waits for the index to reach it (then 504).
-    min_lsn_timeout_s: float = Field(default=5.0, gt=0)
-
-    @field_validator("api_keys")
-    @classmethod
-    def _check_api_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
     # Bounds of a request body (413 past it; JSON escapes count), its filters, the values of
     # one tag filter's list, and the words of one text filter: RediSearch 2.10 fails to parse
     # a filter of about 250 words ("Parser stack overflow"), hence the ceiling.
@@ -331,6 +337,12 @@ class ServeSettings(_Section):
     max_filters: int = Field(default=16, gt=0)
     max_filter_values: int = Field(default=100, gt=0)
     max_filter_words: int = Field(default=64, gt=0, le=200)
+    # How long a request with `min_lsn` waits for the index to reach it (then 504).
+    min_lsn_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
         for number, key in enumerate(keys, 1):
             problem = _token_problem(key.get_secret_value())
             if problem:  # the token itself is never in the message

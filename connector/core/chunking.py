@@ -35,6 +35,13 @@ class Encoding(Protocol):
 
     def decode_bytes(self, tokens: list[int]) -> bytes: ...
 
+    def token_byte_values(self) -> list[bytes]: ...
+
+
+TRUNCATED_FIELD = "content_truncated"
+"""The chunk hash field (and hit metadata) of a row whose text was cut at the table's
+`max_content_tokens`: the number of tokens indexed."""
+
 
 def text_hash(text: str) -> str:
     """The content address of a chunk text (a row's manifest lists its chunks' hashes)."""
@@ -50,6 +57,10 @@ _KEY_CHARS = 40
 # Texts up to this many characters per allowed token are tried as one chunk first (English
 # averages about 4 characters per token; a longer text rarely fits, and is split at once).
 _LIKELY_FITS_CHARS_PER_TOKEN = 8
+# `Chunker.limit` counts tokens this many characters at a time, cutting windows at whitespace
+# (where the tokenizer splits anyway): its memory is one window's tokens, whatever the text.
+_COUNT_WINDOW_CHARS = 1 << 16
+_MAX_BYTES_PER_CHAR = 4  # UTF-8; a token holds at least one byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,8 @@ class Chunker:
     encoding: Encoding
     chunk_tokens: int
     overlap: int = 0
+    # A row's text is cut after this many tokens before chunking (`limit`); None: never.
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 1:
@@ -97,6 +110,36 @@ class Chunker:
             end = span.clean_at_or_before(end - 1, 0)
             piece = span.text(0, end)
         return piece
+
+    @property
+    def max_chars(self) -> int | None:
+        """The most characters `max_tokens` tokens can span (each token is at most the
+        encoding's longest token, in bytes, and a character at least a byte): a text's first
+        max_chars characters are all `limit` can keep."""
+        if self.max_tokens is None:
+            return None
+        return self.max_tokens * _longest_token(self.encoding)
+
+    def limit(self, text: str) -> tuple[str, bool]:
+        """`text` cut after `max_tokens` tokens (whole characters), and whether it was cut.
+
+        Tokens are counted window by window (64 Ki characters, cut at whitespace), so a text of
+        any size costs one window's tokens in memory, and a text is read only up to the limit.
+        Counts can differ from encoding the whole text by a token at a window's edge."""
+        limit = self.max_tokens
+        if limit is None or len(text) * _MAX_BYTES_PER_CHAR <= limit:
+            return text, False
+        counted, start = 0, 0
+        while start < len(text):
+            end = _window_end(text, start)
+            tokens = self.encoding.encode_ordinary(text[start:end])
+            if counted + len(tokens) > limit:
+                span = _TokenSpan(self.encoding, tokens)
+                keep = span.clean_at_or_before(limit - counted, 0)
+                return (text[:start] + span.text(0, keep)).rstrip(), True
+            counted += len(tokens)
+            start = end
+        return text, False
 
     def chunk(self, text: str) -> list[str]:
         """The chunks of `text`, in order; [] for empty or whitespace-only text."""
@@ -237,6 +280,28 @@ class _GroupSizes:
             return False
         group = self.text[self.spans[lo][0] : self.spans[hi][1]]
         return self.chunker.count_tokens(group) <= self.chunker.chunk_tokens
+
+
+_LONGEST: dict[int, int] = {}  # id(encoding) -> its longest token, in bytes
+
+
+def _longest_token(encoding: Encoding) -> int:
+    found = _LONGEST.get(id(encoding))
+    if found is None:
+        found = _LONGEST[id(encoding)] = max(len(v) for v in encoding.token_byte_values())
+    return found
+
+
+def _window_end(text: str, start: int) -> int:
+    """Where the counting window from `start` ends: before the last whitespace of its second
+    half (or at its full size when there is none)."""
+    end = start + _COUNT_WINDOW_CHARS
+    if end >= len(text):
+        return len(text)
+    for i in range(end, end - _COUNT_WINDOW_CHARS // 2, -1):
+        if text[i].isspace():
+            return i
+    return end
 
 
 def _paragraph_spans(text: str) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from connector.core.changes import Op, RowChange, Transaction
+from connector.core.chunking import Chunker
 from connector.core.keys import encode_key
 from connector.core.lsn import ZERO, Lsn
 from connector.core.pgtypes import PgValue, metadata_field
@@ -50,10 +51,26 @@ class RowState:
                 fields[column] = converted
         return fields
 
-    def text(self) -> str:
-        """The content columns' text joined by blank lines; NULL columns are left out."""
+    def text(self, max_chars: int | None = None) -> str:
+        """The content columns' text joined by blank lines; NULL columns are left out. With
+        `max_chars`, at most about that many characters of it (a huge value is not copied
+        whole; `limited_text` says whether it was cut)."""
         parts = (self.values[c].text for c in self.table.settings.content)
-        return "\n\n".join(p for p in parts if p and p.strip())
+        kept = [p for p in parts if p and not p.isspace()]
+        if max_chars is not None:
+            kept = [p[:max_chars] for p in kept]
+        return "\n\n".join(kept)
+
+    def limited_text(self, chunker: Chunker) -> tuple[str, bool]:
+        """The row's text cut at the chunker's `max_tokens`, and whether it was cut."""
+        limit = chunker.max_chars
+        text, cut = chunker.limit(self.text(limit))
+        if limit is not None and not cut:
+            cut = any(len(v.text or "") > limit for v in self._content_values())
+        return text, cut
+
+    def _content_values(self) -> list[PgValue]:
+        return [self.values[c] for c in self.table.settings.content]
 
 
 @dataclass(slots=True)

@@ -182,19 +182,26 @@ class TransactionAssembler:
     """Collects decoded records into whole committed transactions.
 
     Changes are held until their Commit; with `piece_rows`, a transaction that grows past it
-    is handed over in pieces of that many changes (`partial`), the last one with the Commit.
+    (or past `piece_bytes` of records, as `feed` is told their sizes) is handed over in pieces
+    (`partial`), the last one with the Commit; `handed_bytes` is the size of the last one.
     A non-transactional message outside a transaction (a heartbeat) is returned at once as an
     empty transaction at the message's LSN, so the position can advance on an idle database.
     """
 
-    __slots__ = ("_begin", "_changes", "_handed", "_messages", "_piece_rows")
+    __slots__ = (
+        "_begin", "_bytes", "_changes", "_handed", "_messages", "_piece_bytes", "_piece_rows",
+        "handed_bytes",
+    )  # fmt: skip
 
-    def __init__(self, piece_rows: int | None = None) -> None:
+    def __init__(self, piece_rows: int | None = None, piece_bytes: int | None = None) -> None:
         self._piece_rows = piece_rows
+        self._piece_bytes = piece_bytes
         self._begin: Begin | None = None
         self._changes: list[RowChange] = []
         self._messages: list[Message] = []
         self._handed = False  # pieces of the open transaction were handed over
+        self._bytes = 0  # of the records held
+        self.handed_bytes = 0
 
     @property
     def in_transaction(self) -> bool:
@@ -207,9 +214,12 @@ class TransactionAssembler:
         self._changes = []
         self._messages = []
         self._handed = False
+        self._bytes = 0
 
-    def feed(self, record: Record) -> Transaction | None:
-        """Take one record; return the transaction it completes, if any."""
+    def feed(self, record: Record, size: int = 0) -> Transaction | None:
+        """Take one record (`size`: its bytes as received); return the transaction it
+        completes, if any."""
+        self._bytes += size
         if isinstance(record, RowChange):
             self._changes.append(record)
             return self._piece() if self._piece_rows else None
@@ -227,6 +237,7 @@ class TransactionAssembler:
             return None
         if message.lsn is None:
             return None
+        self.handed_bytes, self._bytes = self._bytes, 0
         return Transaction(
             xid=None, commit_lsn=message.lsn, commit_time=None, changes=[], messages=[message]
         )
@@ -235,7 +246,8 @@ class TransactionAssembler:
         """A piece of the open transaction once it holds `piece_rows` changes (when its BEGIN
         said where it commits), so no transaction has to fit in memory whole."""
         begin = self._begin
-        if self._piece_rows is None or len(self._changes) < self._piece_rows:
+        rows, size = self._piece_rows, self._piece_bytes
+        if rows is None or (len(self._changes) < rows and (size is None or self._bytes < size)):
             return None
         if begin is None or begin.commit_lsn is None:
             return None
@@ -249,6 +261,7 @@ class TransactionAssembler:
         )
         self._changes = []
         self._handed = True
+        self.handed_bytes, self._bytes = self._bytes, 0
         return piece
 
     def _commit(self, commit: Commit) -> Transaction:
@@ -263,5 +276,7 @@ class TransactionAssembler:
             messages=self._messages,
             continued=self._handed,
         )
+        size = self._bytes
         self.reset()
+        self.handed_bytes = size
         return transaction

@@ -100,7 +100,6 @@ class Applier:
         for part in self._parts:
             if part.planner.dead_letters:
                 self.health.follow(part.writer)
-        self._superseded: list[list[tuple[str, str]]] = [[] for _ in self._parts]
 
     def pace(self, share: float) -> None:
         """Stage at most `share` of the time (a rebuild's copy next to searches): after each
@@ -147,10 +146,12 @@ class Applier:
                 self.health.observe(batch, part.writer)
             if n == 0:
                 first = stats
-            if part.collector is not None:
-                self._superseded[n] += [
-                    (r.state.table.name, r.state.key) for r in batch.rows if r.known
-                ]
+            if part.collector is not None and batch.rows:
+                # Handed over per piece: nothing here grows with the transaction's size.
+                lsn = max(r.version.lsn for r in batch.rows)
+                part.collector.staged(
+                    lsn, [(r.state.table.name, r.state.key) for r in batch.rows if r.known]
+                )
         self.stats.add(first)
         if checkpoint is not None:
             self.flip(checkpoint, commit_time)
@@ -161,10 +162,9 @@ class Applier:
         visible = max(self.visible, lsn)
         self.writer.flip(lsn, visible, commit_time)
         self.visible = visible
-        for n, part in enumerate(self._parts):
+        for part in self._parts:
             if part.collector is not None:
-                part.collector.flipped(visible, self._superseded[n])
-            self._superseded[n] = []
+                part.collector.flipped(visible)
 
     def collect(self, budget_s: float, at_least: int = 0) -> None:
         """One bounded step of garbage collection (the daemon's, between batches): about

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
@@ -370,7 +371,7 @@ class Connector:
     ) -> None:
         stop = threading.Event()
         pipeline = self.settings.pipeline
-        queue = ChangeQueue(pipeline.queue_max_changes)
+        queue = ChangeQueue(pipeline.queue_max_changes, pipeline.queue_max_bytes)
         partitions = self._partitions
         assert partitions is not None
         repl.start(start, partitions.filter())
@@ -386,7 +387,7 @@ class Connector:
         )
         reader = Reader(
             repl, queue, stop, durability.confirmable, pipeline.transaction_piece_rows,
-            self._encoding,
+            self._encoding, pipeline.transaction_piece_bytes,
         )  # fmt: skip
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
@@ -544,13 +545,14 @@ class Connector:
             effects.rows or effects.truncated or effects.truncated_leaves or effects.skipped
         )
         slices = split(effects, self.settings.pipeline.batch_max_rows)
+        applied = _Applied.of(txns)  # what metrics need: the transactions are let go now
         for n, piece in enumerate(slices):
             last = n == len(slices) - 1
             stager.settle(piece.rows)
             plan = applier.plan(piece) if changed else None
             job = functools.partial(
                 self._stage, plan, target if last else None, commit_time, applier, durability,
-                stop, txns if last else [], started, self._planning_commit,
+                stop, applied if last else None, started, self._planning_commit,
             )  # fmt: skip
             stager.submit(frozenset(piece.rows), job)
         return changed
@@ -563,7 +565,7 @@ class Connector:
         applier: Applier,
         durability: Durability,
         stop: threading.Event,
-        txns: list[Transaction],
+        applied: _Applied | None,
         started: float,
         oldest_commit: float | None,
     ) -> None:
@@ -572,8 +574,8 @@ class Connector:
         try:
             if plan is not None:
                 stats = self._write(lambda: applier.stage(plan, target, commit_time), applier, stop)
-                if txns:
-                    self._record(txns, stats, time.monotonic() - started)
+                if applied is not None:
+                    self._record(applied, stats, time.monotonic() - started)
             elif target is not None:
                 self._write(lambda: applier.flip(target, commit_time), applier, stop)
             if target is not None:
@@ -610,24 +612,39 @@ class Connector:
         self._batch_rows = min(self._batch_rows * 2, self.settings.pipeline.batch_max_rows)
         return result
 
-    def _record(self, txns: list[Transaction], stats: ApplyStats, seconds: float) -> None:
+    def _record(self, applied: _Applied, stats: ApplyStats, seconds: float) -> None:
         if self.metrics is None:
             return
+        for name, count in applied.ops.items():
+            self.metrics.changes_applied(name, count)
+        self.metrics.batch_applied(sum(applied.ops.values()), seconds)
+        now = time.time()
+        for commit_time in applied.commit_times:
+            self.metrics.visible_after(now - commit_time)
+        if stats.dead_letters:
+            self.metrics.dead_lettered(stats.dead_letters)
+        self.metrics.set_checkpoint(applied.last_lsn.value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """What the metrics need of a batch's transactions: counts, not the changes."""
+
+    ops: dict[str, int]  # changes per operation (insert, update, ...)
+    commit_times: list[float]  # of the transactions with changes (epoch seconds)
+    last_lsn: Lsn
+
+    @classmethod
+    def of(cls, txns: list[Transaction]) -> _Applied | None:
+        if not txns:
+            return None
         ops: dict[str, int] = {}
         for txn in txns:
             for change in txn.changes:
                 name = change.op.name.lower()
                 ops[name] = ops.get(name, 0) + 1
-        for name, count in ops.items():
-            self.metrics.changes_applied(name, count)
-        self.metrics.batch_applied(sum(ops.values()), seconds)
-        now = time.time()
-        for txn in txns:
-            if txn.commit_time is not None and txn.changes:
-                self.metrics.visible_after(now - txn.commit_time.timestamp())
-        if stats.dead_letters:
-            self.metrics.dead_lettered(stats.dead_letters)
-        self.metrics.set_checkpoint(txns[-1].commit_lsn.value)
+        times = [t.commit_time.timestamp() for t in txns if t.commit_time and t.changes]
+        return cls(ops, times, txns[-1].commit_lsn)
 
 
 def _oldest_commit(batch: list[Item]) -> float | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from connector.config import Settings, VectorType
 from connector.core.changes import Op, RowChange
-from connector.core.chunking import Chunker, text_hash
+from connector.core.chunking import TRUNCATED_FIELD, Chunker, text_hash
 from connector.core.fulltext import ORIGINAL_FIELD, content_fields, readable
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, RowState
@@ -85,7 +85,9 @@ class Planner:
         encoding = get_encoding(settings.embedding.model)
         self._tables = {t.qualified_name: t for t in settings.tables}
         self._chunkers = {
-            t.qualified_name: Chunker(encoding, t.chunk_tokens, t.chunk_overlap)
+            t.qualified_name: Chunker(
+                encoding, t.chunk_tokens, t.chunk_overlap, t.max_content_tokens
+            )
             for t in settings.tables
         }
         self._types = {t.qualified_name: t.vector.type for t in settings.tables}
@@ -197,14 +199,17 @@ class Planner:
             letters.append((_as_change(state), gone_columns(state.table, "INSERT", missing)))
             return None
         metadata = state.metadata_fields()
-        meta = metadata_fingerprint(metadata)
         base = row.base if row.base is not None and not row.base.deleted else None
         if state.missing_content:
             if base is None or len(state.missing_content) < len(state.table.settings.content):
                 letters.append((_as_change(state), _missing_columns_error(state)))
                 return None
-            return self._plan_metadata(row, base, metadata, meta)
-        texts = self._chunkers[state.table.name].chunk(state.text())
+            metadata = _marked_as_base(state, base, metadata)
+            return self._plan_metadata(row, base, metadata, metadata_fingerprint(metadata))
+        texts = self._chunks(state, metadata, letters)
+        if texts is None:
+            return None
+        meta = metadata_fingerprint(metadata)
         if not texts:
             log.warning(
                 "row %s of %s has no text to index (content NULL, empty or blank): it is kept "
@@ -226,6 +231,31 @@ class Planner:
         if state.inserted:  # a copy: chunks it keeps are checked, and rewritten if damaged
             write.kept = [c for c in new if c.id in kept]
         return write
+
+    def _chunks(
+        self,
+        state: RowState,
+        metadata: dict[str, str | float],
+        letters: list[tuple[RowChange, str]],
+    ) -> list[str] | None:
+        """The row's chunk texts, within the table's `max_content_tokens`: a longer text is
+        cut (and `metadata` marked) or dead-lettered (None), as `over_max_content` says."""
+        settings = state.table.settings
+        chunker = self._chunkers[state.table.name]
+        text, cut = state.limited_text(chunker)
+        if cut:
+            if settings.over_max_content == "deadletter":
+                letters.append((_as_change(state), _too_long_error(state)))
+                return None
+            metadata[TRUNCATED_FIELD] = str(settings.max_content_tokens)
+            log.info(
+                "row %s of %s is longer than max_content_tokens (%d): its first %d tokens are "
+                "indexed, its hits say %s",
+                state.key, state.table.name, settings.max_content_tokens,
+                settings.max_content_tokens, TRUNCATED_FIELD,
+                extra={"table": state.table.name, "lsn": str(state.lsn)},
+            )  # fmt: skip
+        return chunker.chunk(text)
 
     def _plan_metadata(
         self, row: _Row, base: Version, metadata: dict[str, str | float], meta: str
@@ -385,6 +415,24 @@ def _missing_columns_error(state: RowState) -> str:
         f"table {state.table.name}: the UPDATE left out content column(s) {columns} (unchanged "
         "TOASTed values, or dropped/renamed columns) and their text is not known: run ALTER "
         f"TABLE {state.table.name} REPLICA IDENTITY FULL so updates carry it"
+    )
+
+
+def _marked_as_base(
+    state: RowState, base: Version, metadata: dict[str, str | float]
+) -> dict[str, str | float]:
+    """`metadata`, marked truncated when the base's text (kept by an update of other columns)
+    was cut: its fingerprint says so."""
+    marked = {**metadata, TRUNCATED_FIELD: str(state.table.settings.max_content_tokens)}
+    return marked if base.meta == metadata_fingerprint(marked) else metadata
+
+
+def _too_long_error(state: RowState) -> str:
+    settings = state.table.settings
+    return (
+        f"table {state.table.name}: the row's text is longer than max_content_tokens "
+        f'({settings.max_content_tokens} tokens) and over_max_content is "deadletter": raise '
+        f'max_content_tokens, or set over_max_content = "truncate" to index its beginning'
     )
 
 

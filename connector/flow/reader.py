@@ -26,6 +26,7 @@ class Reader(threading.Thread):
         confirmable: Callable[[], Lsn],
         piece_rows: int | None = None,
         encoding: str = "utf-8",
+        piece_bytes: int | None = None,
     ):
         super().__init__(name="connector-reader", daemon=True)
         self.repl = repl
@@ -33,11 +34,12 @@ class Reader(threading.Thread):
         self.stop = stop
         self.confirmable = confirmable
         self.piece_rows = piece_rows
+        self.piece_bytes = piece_bytes
         self.encoding = encoding  # the Python codec of the database's encoding
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        assembler = TransactionAssembler(self.piece_rows)
+        assembler = TransactionAssembler(self.piece_rows, self.piece_bytes)
         timeout_s = self.repl.settings.stream_timeout_s
         last_message = time.monotonic()
         try:
@@ -55,10 +57,11 @@ class Reader(threading.Thread):
                         if not assembler.in_transaction:
                             self._put(Idle(message.wal_end))
                         continue
-                    txn = assembler.feed(decode(message.payload, message.lsn, self.encoding))
+                    record = decode(message.payload, message.lsn, self.encoding)
+                    txn = assembler.feed(record, len(message.payload))
                     self.queue.reading_transaction(assembler.in_transaction)
                     if txn is not None:
-                        self._put(txn)
+                        self._put(txn, assembler.handed_bytes)
                 self.repl.confirm(self.confirmable())
                 # When the stream is quiet, ask the server how far it has read: its keepalive
                 # lets the checkpoint (and the slot) move past WAL that holds no change of ours.
@@ -67,8 +70,8 @@ class Reader(threading.Thread):
             self.error = exc
             self.stop.set()
 
-    def _put(self, item: Item) -> None:
-        while not self.queue.put(item, timeout_s=0.5):
+    def _put(self, item: Item, size: int = 0) -> None:
+        while not self.queue.put(item, timeout_s=0.5, size=size):
             self.repl.confirm(self.confirmable())
             self.repl.send_status()  # keep the server from timing us out while we wait
             if self.stop.is_set():

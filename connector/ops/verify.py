@@ -8,13 +8,13 @@ The expected index entries are computed from the table exactly as the connector 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 import redis
 
 from connector.config import Settings
-from connector.core.chunking import Chunker, text_hash
+from connector.core.chunking import TRUNCATED_FIELD, Chunker, text_hash
 from connector.core.fulltext import ORIGINAL_FIELD, content_fields, readable
 from connector.core.keys import Keyspace
 from connector.core.lsn import ZERO
@@ -84,12 +84,17 @@ def _expected_rows(
             state = RowState(
                 table, row_key(table, change.new), change.lsn or ZERO, False, dict(change.new)
             )
-            hashes = [text_hash(chunk) for chunk in chunker.chunk(state.text())]
+            text, cut = state.limited_text(chunker)
+            if cut and table.settings.over_max_content == "deadletter":
+                continue  # dead-lettered, never indexed
+            hashes = [text_hash(chunk) for chunk in chunker.chunk(text)]
             metadata = {}
             for column, kind in table.settings.metadata.items():
                 value = metadata_field(change.new[column], kind)
                 if value is not None:
                     metadata[column] = _field_text(value)
+            if cut:
+                metadata[TRUNCATED_FIELD] = str(table.settings.max_content_tokens)
             yield state.key, _Expected(hashes, metadata)
 
 
@@ -112,6 +117,8 @@ def compare_table(
     keys = current_keys(client, table.settings.index_name)
     view = read_view(client, slot, keys, [table.name])
     drift = Drift(table.name)
+    # The table's own content limit, as the daemon applies it (whoever made the chunker).
+    chunker = replace(chunker, max_tokens=table.settings.max_content_tokens)
     expected = dict(_expected_rows(conn, table, chunker))
     drift.rows = len(expected)
     manifests = _manifests(client, keys, table.name)
@@ -164,7 +171,7 @@ def _check_chunks(
 ) -> None:
     """Each expected chunk exists, its text hashes as expected and is indexed as `fulltext`
     has it, its metadata is current."""
-    fields = ["content", ORIGINAL_FIELD, *table.settings.metadata]
+    fields = ["content", ORIGINAL_FIELD, *table.settings.metadata, TRUNCATED_FIELD]
     for name, values in read_fields(client, list(wanted), *fields):
         digest, metadata = wanted[name]
         row = keys.row_of_chunk(name, table.name)

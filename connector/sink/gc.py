@@ -5,8 +5,13 @@ may still be looking for it, so it is removed only once the visible LSN of `grac
 *settled* LSN) has passed its successor. Each step does a bounded amount of work, between the
 applier's batches. Rows the applier superseded are collected from a queue; a background sweep
 over every manifest and chunk hash of each index finds the rest: leftovers after a crash (chunk
-hashes staged for a version that was never written), rows below a truncate or resync floor, and
-rows the queue dropped when it was full.
+hashes staged for a version that was never written), rows below a truncate or resync floor.
+
+The applier hands over the rows each staged piece supersedes as it stages it (`staged`), not at
+the flip: a transaction of millions of rows is staged in pieces, and its rows are not held in
+memory until its commit. The collector holds at most `_MEMORY_ROWS` rows in memory; past that it
+spills them to a Redis list under the index's prefix (`<prefix>:gc:<lsn>`), read back in
+bounded steps once they are due, so its memory does not depend on the size of a transaction.
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ from connector.sink.schema import IndexSpec, index_specs
 
 log = logging.getLogger(__name__)
 
-_QUEUE_MAX = 100_000  # superseded rows remembered; beyond this the sweep finds them
+_QUEUE_MAX = 100_000  # unlisted chunks the sweep remembers (to delete them on a later pass)
+# Superseded rows held in memory (pending a flip, or their grace period); more go to Redis.
+_MEMORY_ROWS = 10_000
+_SPILL_TTL_S = 24 * 3600  # a spill a crash left behind goes by itself (the sweep finds its rows)
+_STEP_ROWS = 100  # rows collected per round trip
 _SWEEP_COUNT = 200  # keys the sweep reads per step
 _BUSY_SWEEP_S = 1.0  # while batches keep coming, a sweep step at most this often
 
@@ -41,8 +50,19 @@ class GcStats:
     sweeps: int = 0  # full passes of the sweep over every index
 
 
+@dataclass(slots=True)
+class _Spill:
+    """Superseded rows of versions at `lsn` and below, in a Redis list (`table:key` entries)."""
+
+    lsn: Lsn
+    key: str
+    keys: Keyspace
+    rows: int = 0
+    due: float | None = None  # when the flip made them current (None: not flipped yet)
+
+
 class Collector:
-    """Collects in bounded steps; `flipped` tells it what each flip superseded."""
+    """Collects in bounded steps; `staged` and `flipped` tell it what each piece superseded."""
 
     def __init__(
         self,
@@ -58,7 +78,10 @@ class Collector:
         self.spaces = {table: spec.keys for spec in specs.values() for table in spec.tables}
         self._indexes = [spec.keys for spec in specs.values()]
         self._history: deque[tuple[float, Lsn]] = deque([(time.monotonic(), visible)])
-        self._queue: deque[tuple[float, str, str]] = deque()
+        self._queue: deque[tuple[float, str, str]] = deque()  # flipped: (when, table, key)
+        self._pending: list[tuple[str, str]] = []  # staged, not flipped yet
+        self._pending_lsn = Lsn(0)
+        self._spills: dict[str, _Spill] = {}  # by Redis key, oldest first
         self._sweep = _Sweep(self._indexes)
         self._next_sweep = 0.0
         self._orphans: dict[str, float] = {}  # unlisted chunk -> when the sweep first saw it
@@ -66,16 +89,56 @@ class Collector:
 
     @property
     def backlog(self) -> int:
-        """Superseded rows waiting for their grace period (or for the sweep)."""
-        return len(self._queue)
+        """Superseded rows waiting for a flip or their grace period (or for the sweep)."""
+        spilled = sum(spill.rows for spill in self._spills.values())
+        return len(self._queue) + len(self._pending) + spilled
 
-    def flipped(self, visible: Lsn, superseded: Iterable[tuple[str, str]]) -> None:
-        """The visible LSN moved to `visible`; `superseded` rows (table, key) got a new version."""
+    def staged(self, lsn: Lsn, superseded: Iterable[tuple[str, str]]) -> None:
+        """Versions at `lsn` (not visible yet) superseded these rows (table, key): they are
+        collected once a flip has made them visible, and the grace period has passed."""
+        self._pending.extend(superseded)
+        self._pending_lsn = max(self._pending_lsn, lsn)
+        if len(self._queue) + len(self._pending) > _MEMORY_ROWS:
+            # Let go first: rows a failed spill (Redis full) loses are the sweep's to find.
+            rows, self._pending = self._pending, []
+            self._spill(self._pending_lsn, rows, None)
+
+    def flipped(self, visible: Lsn, superseded: Iterable[tuple[str, str]] = ()) -> None:
+        """The visible LSN moved to `visible`; what was staged up to it, and `superseded` rows
+        (table, key), got a new version."""
         now = time.monotonic()
         self._history.append((now, visible))
-        for table, key in superseded:
-            if len(self._queue) < _QUEUE_MAX:
-                self._queue.append((now, table, key))
+        rows = list(superseded)
+        if self._pending and self._pending_lsn <= visible:
+            rows, self._pending = self._pending + rows, []
+        if len(self._queue) + len(rows) > _MEMORY_ROWS:
+            self._spill(visible, rows, now)
+        else:
+            self._queue.extend((now, table, key) for table, key in rows)
+        for spill in self._spills.values():
+            if spill.due is None and spill.lsn <= visible:
+                spill.due = now
+
+    def _spill(self, lsn: Lsn, rows: list[tuple[str, str]], due: float | None) -> None:
+        """Append `rows` to their index's spill list for `lsn` in Redis."""
+        by_space: dict[str, list[str]] = {}
+        spaces: dict[str, Keyspace] = {}
+        for table, key in rows:
+            space = self.spaces.get(table)
+            if space is not None:
+                spaces[space.prefix] = space
+                by_space.setdefault(space.prefix, []).append(f"{table}:{key}")
+        pipe = self.client.pipeline(transaction=False)
+        for prefix, entries in by_space.items():
+            name = f"{prefix}:gc:{lsn.value}"
+            spill = self._spills.setdefault(name, _Spill(lsn, name, spaces[prefix]))
+            spill.rows += len(entries)
+            if due is not None and spill.due is None:
+                spill.due = due
+            for start in range(0, len(entries), 1000):
+                pipe.rpush(name, *entries[start : start + 1000])
+            pipe.expire(name, _SPILL_TTL_S)
+        pipe.execute()
 
     def settled(self) -> Lsn:
         """The visible LSN of `grace_s` ago: every reader has moved past it."""
@@ -106,6 +169,7 @@ class Collector:
                 _at, table, key = self._queue.popleft()
                 batch.append((table, key))
             done += self._collect_rows(batch, settled)
+        done += self._collect_spilled(settled, horizon, deadline, at_least - done)
         now = time.monotonic()
         if now < deadline and (not at_least or now >= self._next_sweep):
             # Between busy batches the sweep (for leftovers, never urgent) takes a step at most
@@ -115,6 +179,25 @@ class Collector:
         return done
 
     # ----------------------------------------------------------------- rows
+
+    def _collect_spilled(self, settled: Lsn, horizon: float, deadline: float, least: int) -> int:
+        """Collect spilled rows that are due, a round trip of `_STEP_ROWS` at a time."""
+        done = 0
+        for spill in list(self._spills.values()):
+            if spill.due is None or spill.due > horizon:
+                continue
+            while time.monotonic() < deadline or done < least:
+                raw: list[bytes] = self.client.lpop(spill.key, _STEP_ROWS) or []  # type: ignore[assignment]
+                entries = [e.decode() for e in raw]
+                rows = [(t, k) for t, _, k in (e.partition(":") for e in entries)]
+                spill.rows = max(0, spill.rows - len(rows))
+                done += self._collect_rows(rows, settled, spill.keys) if rows else 0
+                if len(rows) < _STEP_ROWS:  # emptied: Redis removed the list
+                    del self._spills[spill.key]
+                    break
+            else:
+                break
+        return done
 
     def _collect_rows(
         self, rows: list[tuple[str, str]], settled: Lsn, keys: Keyspace | None = None

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import redis
 
 from connector.config import TableSettings, VectorSettings
+from connector.core.chunking import TRUNCATED_FIELD
 from connector.core.fulltext import ORIGINAL_FIELD
 from connector.core.keys import Keyspace, deadletter_key
 from connector.core.pgtypes import TAG_SEPARATOR
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 # 3: row versions (chunk ids `<text hash>@<lsn>`, manifests of versions, a visible LSN, floors
 # as hashes). An index of an older schema is rebuilt by a resync, never read.
 SCHEMA_VERSION = "3"
-RESERVED_FIELDS = frozenset({"content", ORIGINAL_FIELD, "embedding", "table", "pk", "chunk", "lsn"})
+RESERVED_FIELDS = frozenset(
+    {"content", ORIGINAL_FIELD, "embedding", "table", "pk", "chunk", "lsn", TRUNCATED_FIELD}
+)
 _FIELD_ARGS = {
     "tag": ["TAG", "SEPARATOR", TAG_SEPARATOR, "CASESENSITIVE"],
     "numeric": ["NUMERIC"],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import pq
+from psycopg.abc import Buffer
 
 from connector.config import PostgresSettings
 from connector.core.lsn import Lsn
@@ -240,7 +241,10 @@ class ReplicationConnection:
         while True:
             nbytes, data = conn.get_copy_data(1)
             if nbytes > 0:
-                message = self._parse(bytes(data))
+                message = self._parse(data)
+                # The driver's buffer is as large as the message (a 50 MB row: 50 MB): let it
+                # go before the message is decoded, not at the next one.
+                del data
                 if message is not None:
                     yield message
                 continue
@@ -268,11 +272,12 @@ class ReplicationConnection:
             f"{message or 'no reason given'}"
         )
 
-    def _parse(self, data: bytes) -> XLogData | Keepalive | None:
-        kind = data[:1]
+    def _parse(self, data: Buffer) -> XLogData | Keepalive | None:
+        """One message of the stream; its payload is the only copy made of it."""
+        kind = bytes(data[:1])
         if kind == b"w":
             start, _end, _time = _XLOGDATA.unpack_from(data, 1)
-            return XLogData(Lsn(start), data[1 + _XLOGDATA.size :])
+            return XLogData(Lsn(start), bytes(memoryview(data)[1 + _XLOGDATA.size :]))
         if kind == b"k":
             wal_end, _time, reply = _KEEPALIVE.unpack_from(data, 1)
             if reply:

@@ -169,6 +169,8 @@ class DaemonProcess:
         self.config, self.log, self.cwd, self.settings = config, log, cwd, settings
         self.env = child_environment(env)
         self.process: subprocess.Popen[bytes] | None = None
+        # Wraps the command line (memcap.MemoryCap.wrap: run it inside a memory cgroup).
+        self.wrap: Callable[[list[str]], list[str]] | None = None
         self.starts = 0
         self.kills = 0
         self.started_at = 0.0  # time.perf_counter() of the last start
@@ -191,8 +193,9 @@ class DaemonProcess:
             raise RuntimeError("the connector is already running")
         with self.log.open("ab") as out:
             self.started_at = time.perf_counter()
+            argv = [sys.executable, "-m", "connector.cli", "run", "--config", str(self.config)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "connector.cli", "run", "--config", str(self.config)],
+                self.wrap(argv) if self.wrap is not None else argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env,
