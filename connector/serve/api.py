@@ -172,6 +172,15 @@ def _problem(
 
 
 _RETRY = {"Retry-After": "1"}
+# One event of /v1/ask's stream (OpenAPI 3.1: the schema of an event stream is an event's).
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["token", "sources", "done", "error"]},
+        "data": {"type": "string", "description": "sources: a JSON list of hits"},
+    },
+    "required": ["event", "data"],
+}
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": description}
     for status, description in [
@@ -356,9 +365,9 @@ def _routes(app: FastAPI, api: _Api) -> None:
         return StreamingResponse(_events(answerer, sources, tokens), media_type="text/event-stream")
 
     @app.post("/v1/ask", response_class=StreamingResponse, openapi_extra=body,
-              responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                               "description": "Server-Sent Events: token, sources, done"},
-                         **_REFUSALS})  # fmt: skip
+              responses={200: {"content": {"text/event-stream": {"schema": _EVENT}},
+                               "description": "Server-Sent Events: token..., sources, done "
+                                              "(or error)"}, **_REFUSALS})  # fmt: skip
     async def ask(request: Request) -> StreamingResponse:
         asked = await api.requests.read(request)
         return await run_in_threadpool(answer, asked)

@@ -217,7 +217,7 @@ def request_model(settings: Settings) -> RequestModel:
     lsn = "wait until the index shows this commit (an LSN as pg_current_wal_lsn() prints it)"
     index: Any = Literal[tuple(specs) or ("",)]
     text: Any = Annotated[str, Field(min_length=1, max_length=serve.max_text_chars)]
-    k: Any = Annotated[int, Field(ge=1, le=serve.max_k)]
+    k: Any = Annotated[int, Field(ge=1, le=serve.max_k), BeforeValidator(_integral)]
     lsn_text: Any = Annotated[str, Field(pattern=LSN_PATTERN)]
     request_fields: dict[str, Any] = {
         "text": (text, Field(description="the question")),
@@ -227,7 +227,9 @@ def request_model(settings: Settings) -> RequestModel:
         "min_lsn": (lsn_text | None, Field(None, description=lsn)),
         "index": (index | None, Field(None, description="the index (default: the first)")),
     }
-    model = create_model("SearchRequest", __config__=_STRICT, **request_fields)
+    example: dict[str, Any] = {"text": "how do I rotate my API keys?", "k": 5, "hybrid": True}
+    config = ConfigDict(**_STRICT, json_schema_extra={"examples": [example]})
+    model = create_model("SearchRequest", __config__=config, **request_fields)
     return RequestModel(model, fields, tuple(specs), serve)
 
 
@@ -245,6 +247,11 @@ def _filter_types(serve: ServeSettings) -> dict[str, Any]:
         "numeric": Number | Range,
         "text": Annotated[text, not_range],
     }
+
+
+def _integral(value: object) -> object:
+    """A number with no fraction is an integer to JSON Schema (5.0 is 5); true is no number."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _no_range(value: object) -> object:
