@@ -41,6 +41,7 @@ def test_numeric_filters_are_exact_values_or_open_ranges() -> None:
         ({"year": (float("nan"), None)}, "filter year: NaN is not a valid bound"),
         ({"lang": []}, "filter lang: tag values must not be empty"),
         ({"summary": "?!"}, "filter summary: no words to match in '?!'"),
+        ({"summary": "w " * 400}, "filter summary: 400 words; at most 200"),  # Redis: 250
     ],
 )
 def test_bad_filters_name_the_field_and_the_problem(

@@ -40,6 +40,9 @@ from connector.sink.view import View, parse_view, queue_view, read_manifests
 
 FilterValue = str | int | float | Sequence[str | int | float] | tuple[float | None, float | None]
 _RRF_K = 60
+# RediSearch 2.10 fails to parse a text filter of about 250 words ("Parser stack overflow"):
+# more is the caller's error, said as such (serve.max_filter_words stays at or below it).
+MAX_FILTER_WORDS = 200
 # HNSW candidates examined per query. RediSearch's default (10) misses outliers among many
 # near-identical vectors; 100 keeps recall high at a fraction of a millisecond more.
 _MIN_EF = 100
@@ -160,6 +163,8 @@ def _clause(query: Query, name: str, kind: str, value: FilterValue) -> str:
     words = fulltext_words(str(value))  # the words the index holds (core.fulltext)
     if not words:
         raise QueryError(f"filter {name}: no words to match in {value!r}")
+    if len(words) > MAX_FILTER_WORDS:
+        raise QueryError(f"filter {name}: {len(words)} words; at most {MAX_FILTER_WORDS}")
     return f"@{name}:(" + " ".join(query.param(w) for w in words) + ")"
 
 
