@@ -18,6 +18,7 @@ from bench import (
     freshness,
     ingest,
     large,
+    memory,
     queries,
     reindex,
     resources,
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "vectors": vectors.run,
     "reindex": reindex.run,
     "api": api.run,
+    "memory": memory.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

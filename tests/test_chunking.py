@@ -332,3 +332,20 @@ def test_five_megabytes_chunk_within_bounds(chunker: Chunker) -> None:
     chunks = chunker.chunk("\n\n".join(parts))
     assert len(chunks) > 1000
     assert max(chunker.count_tokens(c) for c in chunks[:500]) <= chunker.chunk_tokens
+
+
+def test_limit_cuts_a_huge_text_at_max_tokens_counting_window_by_window() -> None:
+    encoding = get_encoding("text-embedding-3-small")
+    limited = Chunker(encoding, 256, 32, max_tokens=50_000)
+    rng = random.Random(3)
+    text = "\n\n".join(paragraph(rng, 40) for _ in range(400))  # ~650k characters
+    kept, cut = limited.limit(text)
+    assert cut and text.startswith(kept)
+    assert abs(len(encoding.encode_ordinary(kept)) - 50_000) <= 10  # a window edge may differ
+    again = "é" * 300_000  # multi-byte characters: cut between whole characters only
+    kept, cut = Chunker(encoding, 256, 32, max_tokens=1_000).limit(again)
+    assert cut and kept == "é" * len(kept) and 0 < len(encoding.encode_ordinary(kept)) <= 1_001
+    short = "a short row"
+    assert limited.limit(short) == (short, False)
+    assert limited.limit(text[:100_000]) == (text[:100_000], False)  # under the limit: whole
+    assert Chunker(encoding, 256, 32).limit(text) == (text, False)  # no limit

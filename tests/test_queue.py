@@ -3,7 +3,7 @@
 import threading
 import time
 
-from connector.core.changes import Op, RowChange, Transaction
+from connector.core.changes import Message, Op, RowChange, Transaction
 from connector.core.lsn import Lsn
 from connector.flow.queue import ChangeQueue, Idle
 
@@ -56,3 +56,24 @@ def test_a_lone_commit_is_taken_at_once() -> None:
     batch = queue.take(max_rows=10, max_wait_s=0.5, timeout_s=0.01)
     assert len(batch) == 1
     assert time.monotonic() - started < 0.1  # not the 0.5 s window
+
+
+def test_runs_of_empty_transactions_and_keepalives_coalesce_into_the_newest_lsn() -> None:
+    queue = ChangeQueue(max_changes=10)
+    assert queue.put(txn(1, 2), timeout_s=0.01)
+    for lsn in range(2, 100_000):  # other tables' BEGIN/COMMIT while the applier is paused
+        item = txn(lsn, 0) if lsn % 3 else Idle(Lsn(lsn))
+        assert queue.put(item, timeout_s=0.0)  # never full: one item holds the run
+    assert len(queue) == 2
+    batch = queue.take(max_rows=100, max_wait_s=0.0, timeout_s=0.01)
+    assert batch[-1] == Idle(Lsn(99_999))
+
+
+def test_every_item_counts_and_bytes_bound_the_queue() -> None:
+    queue = ChangeQueue(max_changes=1000, max_bytes=1 << 20)
+    assert queue.put(txn(1, 1), timeout_s=0.01, size=600 << 10)
+    assert not queue.put(txn(2, 1), timeout_s=0.01, size=600 << 10)  # bytes, not changes
+    counted = ChangeQueue(max_changes=3)
+    heartbeat = Transaction(None, Lsn(5), None, [], messages=[Message("p", "", False)])
+    assert all(counted.put(heartbeat, timeout_s=0.01) for _ in range(3))
+    assert not counted.put(heartbeat, timeout_s=0.01)  # an item with no change counts one

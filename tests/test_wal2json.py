@@ -232,6 +232,15 @@ def test_update_under_replica_identity_full() -> None:
     assert record.old == {"id": PgValue("1", "integer"), "body": PgValue("same", "text")}
 
 
+def test_columns_nobody_reads_are_dropped_at_decode_from_the_row_and_its_identity() -> None:
+    record = decode(UPDATE_FULL, columns={"public.t": frozenset({"id"})})
+    assert isinstance(record, RowChange)
+    assert record.new == {"id": PgValue("2", "integer")}
+    assert record.old == {"id": PgValue("1", "integer")}  # the old key still tells a re-key
+    other = decode(UPDATE_FULL, columns={"public.other": frozenset({"id"})})
+    assert isinstance(other, RowChange) and "body" in other.new  # an unlisted relation: all
+
+
 def test_delete() -> None:
     record = decode(DELETE, lsn("0/150EA70"))
     assert record == RowChange(

@@ -37,7 +37,7 @@ from connector.core.history import Recorded, Source, other_history, parse_timeli
 from connector.core.keys import durable_key
 from connector.core.lsn import Lsn
 from connector.core.rows import BatchEffects, collect, split
-from connector.core.tables import TableInfo
+from connector.core.tables import TableInfo, routes
 from connector.embed.base import Embedder
 from connector.errors import (
     ConfigError,
@@ -154,10 +154,14 @@ class Connector:
                     delay = 0.5
                 if self.metrics is not None:
                     self.metrics.restarted(type(exc).__name__)
+                paused = self.redis_pause.full
                 if isinstance(exc, redis.OutOfMemoryError):  # at start: ensure_indexes
                     with client_for(self.settings.redis) as client:
                         self.redis_pause.refused(client)
-                log.warning(
+                # The pause's one ERROR said it: a write refused again is no news.
+                quiet = paused and isinstance(exc, redis.OutOfMemoryError | RedisFull)
+                log.log(
+                    logging.INFO if quiet else logging.WARNING,
                     "%s; reconnecting in %.1fs from checkpoint %s",
                     redact(str(exc)),
                     delay,
@@ -192,7 +196,7 @@ class Connector:
                 client, self.settings, self.embedder, system_id, reselector,
                 collect_garbage=True, targets=found, health=self.health,
             )  # fmt: skip
-            self.redis_pause.accepted()
+            self.redis_pause.recheck(client)  # one episode across attempts: one ERROR
             self.applier = applier
             rebuilds = Rebuilds(self.settings, layouts, found)
             repl.connect()
@@ -387,7 +391,7 @@ class Connector:
         )
         reader = Reader(
             repl, queue, stop, durability.confirmable, pipeline.transaction_piece_rows,
-            self._encoding, pipeline.transaction_piece_bytes,
+            self._encoding, pipeline.transaction_piece_bytes, kept_columns(tables),
         )  # fmt: skip
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
@@ -645,6 +649,12 @@ class _Applied:
                 ops[name] = ops.get(name, 0) + 1
         times = [t.commit_time.timestamp() for t in txns if t.commit_time and t.changes]
         return cls(ops, times, txns[-1].commit_lsn)
+
+
+def kept_columns(tables: dict[str, TableInfo]) -> dict[str, frozenset[str]]:
+    """The columns each relation's changes keep once decoded: key, content and metadata
+    (partitions found later keep all theirs until the applier resolves them)."""
+    return {name: frozenset(table.columns) for name, table in routes(tables.values()).items()}
 
 
 def _oldest_commit(batch: list[Item]) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from connector.core.lsn import Lsn
 from connector.core.wal2json import TransactionAssembler, decode
@@ -27,6 +27,7 @@ class Reader(threading.Thread):
         piece_rows: int | None = None,
         encoding: str = "utf-8",
         piece_bytes: int | None = None,
+        columns: Mapping[str, frozenset[str]] | None = None,
     ):
         super().__init__(name="connector-reader", daemon=True)
         self.repl = repl
@@ -35,6 +36,7 @@ class Reader(threading.Thread):
         self.confirmable = confirmable
         self.piece_rows = piece_rows
         self.piece_bytes = piece_bytes
+        self.columns = columns  # per relation, the columns kept (core.wal2json.decode)
         self.encoding = encoding  # the Python codec of the database's encoding
         self.error: BaseException | None = None
 
@@ -57,7 +59,7 @@ class Reader(threading.Thread):
                         if not assembler.in_transaction:
                             self._put(Idle(message.wal_end))
                         continue
-                    record = decode(message.payload, message.lsn, self.encoding)
+                    record = decode(message.payload, message.lsn, self.encoding, self.columns)
                     txn = assembler.feed(record, len(message.payload))
                     self.queue.reading_transaction(assembler.in_transaction)
                     if txn is not None:

@@ -100,6 +100,16 @@ def memory_usage(client: redis.Redis) -> str:
     return f"used_memory {used} of maxmemory {limit} (maxmemory-policy {policy})"
 
 
+def at_maxmemory(client: redis.Redis) -> bool:
+    """Whether Redis uses its maxmemory (or more), by INFO memory; True when it cannot say."""
+    try:
+        info = client.info("memory")
+    except redis.RedisError:
+        return True
+    limit = int(info.get("maxmemory", 0) or 0)
+    return bool(limit) and int(info.get("used_memory", 0) or 0) >= limit
+
+
 def full_message(client: redis.Redis) -> str:
     """The ERROR line for a write refused at maxmemory: what, how much, what happens, the fix."""
     return (
@@ -146,6 +156,13 @@ class WritePause:
                 continue
             self.accepted()
             return result
+
+    def recheck(self, client: redis.Redis) -> None:
+        """End the episode if Redis has room again (a new attempt of the daemon starts, maybe
+        before any write): an attempt that only read must not end it, or the next refused
+        write would start another (and log another ERROR)."""
+        if self.full_since is not None and not at_maxmemory(client):
+            self.accepted()
 
     def refused(self, client: redis.Redis) -> None:
         if self.full_since is not None:

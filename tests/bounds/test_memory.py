@@ -6,6 +6,7 @@ OOM-killed, never restarted), under the cap, and `verify` clean."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 import redis
 
 from connector.config import Settings
-from connector.core.keys import deadletter_key
+from connector.core.keys import deadletter_key, encode_key
+from connector.core.versions import Manifest
+from connector.sink.layout import current_keys
 from connector.testing.daemon import DaemonProcess
 from connector.testing.memcap import CappedDaemon
 from tests.support import DOCUMENTS, assert_index_equals_table, keys_of, make_settings, synced
@@ -83,7 +86,27 @@ def test_the_peak_rss_of_one_huge_update_does_not_grow_with_its_size(
             f"{small_peak:.1f} MB: the daemon's memory grows with the transaction's size"
         )
         assert_index_equals_table(settings, dsn)
+        superseded_rows_are_collected(settings, [1, 20_000, 50_000, large])
         running.assert_healthy("at the end")
+
+
+def superseded_rows_are_collected(settings: Settings, ids: list[int]) -> None:
+    """The versions the UPDATEs superseded go (handed over per piece, past 10,000 through
+    Redis): the spill lists empty, the rows keep their current version only."""
+    client = redis.Redis.from_url(redis_url(settings))
+    keys = current_keys(client, "documents")
+    rows = [keys.row("public.documents", encode_key((str(i),))) for i in ids]
+
+    def collected() -> bool:
+        spilled = list(client.scan_iter(match=f"{keys.prefix}:gc:*"))
+        return not spilled and all(len(Manifest.parse(client.hgetall(r)).versions) == 1
+                                   for r in rows)  # fmt: skip
+
+    deadline = time.monotonic() + 120
+    while not collected():
+        assert time.monotonic() < deadline, "superseded versions were not collected"
+        time.sleep(0.5)
+    client.close()
 
 
 def test_one_50_mb_row_is_indexed_cut_at_the_limit_and_the_stream_goes_on(
