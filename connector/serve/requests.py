@@ -34,8 +34,23 @@ from connector.sink.schema import index_specs
 
 LSN_PATTERN = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
 _STRICT = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
-_FLOAT_MAX = 1.7976931348623157e308  # a number past it is no float: the index holds doubles
-Number = Annotated[float, Field(allow_inf_nan=False, ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
+# The index holds doubles: a number is at most 1e308 either way (a round bound, read alike as a
+# float and as a decimal, so an integer just past it is refused as the document says).
+_NUMBER_MAX = 1e308
+
+
+def _float_range(value: object) -> object:
+    """An integer past the float range is refused before it is rounded into it."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**308:
+        raise PydanticCustomError("finite_number", "a number is at most 1e308 either way")
+    return value
+
+
+Number = Annotated[
+    float,
+    Field(allow_inf_nan=False, ge=-_NUMBER_MAX, le=_NUMBER_MAX),
+    BeforeValidator(_float_range),
+]
 _FIELDS = "text, k, filters, hybrid, min_lsn, index"
 # What a filter of each kind takes, said when a value is none of it.
 _KIND_TAKES = {
@@ -144,6 +159,8 @@ class RequestModel:
                 'a range takes "min" and "max"' if subject == "numeric"
                 else f"not a field of the request ({_FIELDS})"
             )  # fmt: skip
+        if kind in ("less_than_equal", "greater_than_equal") and subject != "k":
+            return "a number is at most 1e308 either way"
         if kind == "literal_error":
             return f"unknown index (configured: {', '.join(self.indexes)})"
         setting = {

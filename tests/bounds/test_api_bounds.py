@@ -90,6 +90,8 @@ CASES: list[tuple[str, Any, int, list[str]]] = [
                              JSON), 422, ["filters.updated_at", "finite"]),
     ("1e400", (b'{"text": "x", "filters": {"updated_at": 1e400}}', JSON), 422,
      ["filters.updated_at"]),
+    ("an integer past 1e308", (b'{"text": "x", "filters": {"updated_at": 1' + b"0" * 308
+                               + b"1}}", JSON), 422, ["filters.updated_at", "1e308"]),
     ("a number as text on a numeric field", {"text": "x", "filters": {"updated_at": "5"}}, 422,
      ["filters.updated_at", "numeric field takes a number"]),
     ("a range with another key", {"text": "x", "filters": {"updated_at": {"low": 1}}}, 422,
