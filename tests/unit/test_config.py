@@ -94,7 +94,7 @@ def test_no_tables_is_an_error_that_names_the_fix(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid() -> None:
-    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
     settings = load_settings(example)
     assert settings.tables
 
@@ -104,7 +104,7 @@ def test_example_config_documents_every_setting() -> None:
 
     from connector.config import Settings
 
-    example = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text()
+    example = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
     sections = example.split("\n[")
     missing = []
     for name, field in Settings.model_fields.items():

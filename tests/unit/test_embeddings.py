@@ -24,7 +24,7 @@ from connector.embed import (
 )
 from connector.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["The quick brown fox jumps over the lazy dog", "", "東京都の天気 😀", "a b a b"]
 
 

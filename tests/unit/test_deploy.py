@@ -19,7 +19,7 @@ from connector.config import ENV_PREFIX, ObservabilitySettings, ServeSettings, S
 from connector.metrics import Metrics, _ProbeHTTPServer
 from connector.serve.api import create_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 IMAGE_VARIABLES = {"HEALTHCHECK_PORT"}  # read by the image's HEALTHCHECK, not a setting
 SERVE_PORT = ServeSettings().port

@@ -18,7 +18,7 @@ from connector.core.chunking import Chunker
 from connector.embed import tokenizer
 from connector.embed.tokenizer import OFFLINE_ENCODING, chunker_for, get_encoding
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _RNG = random.Random(7)
 VOCAB = [
     "".join(_RNG.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(_RNG.randint(2, 9)))
