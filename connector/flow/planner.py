@@ -204,8 +204,7 @@ class Planner:
             if base is None or len(state.missing_content) < len(state.table.settings.content):
                 letters.append((_as_change(state), _missing_columns_error(state)))
                 return None
-            metadata = _marked_as_base(state, base, metadata)
-            return self._plan_metadata(row, base, metadata, metadata_fingerprint(metadata))
+            return self._plan_metadata(row, base, metadata)
         texts = self._chunks(state, metadata, letters)
         if texts is None:
             return None
@@ -258,22 +257,31 @@ class Planner:
         return chunker.chunk(text)
 
     def _plan_metadata(
-        self, row: _Row, base: Version, metadata: dict[str, str | float], meta: str
+        self, row: _Row, base: Version, metadata: dict[str, str | float]
     ) -> RowWrite | None:
         """An UPDATE that changed no content column: the base's texts and vectors, with the new
-        metadata in new chunk hashes (nothing when the metadata did not change either)."""
-        if meta == base.meta and not row.replaces:
+        metadata in new chunk hashes (nothing when the metadata did not change either). A
+        base whose text was cut at max_content_tokens stays marked so."""
+        marked = {**metadata, TRUNCATED_FIELD: str(row.state.table.settings.max_content_tokens)}
+        unchanged = (metadata_fingerprint(metadata), metadata_fingerprint(marked))
+        if base.meta in unchanged and not row.replaces:
             return None
         table, key = row.state.table.name, row.state.key
         stored = self.writer.chunk_fields(
-            [(table, key, c) for c in base.chunks], "content", ORIGINAL_FIELD, "embedding"
-        )
-        texts = [_readable(content or b"", original) for content, original, _vector in stored]
+            [(table, key, c) for c in base.chunks],
+            "content", ORIGINAL_FIELD, "embedding", TRUNCATED_FIELD,
+        )  # fmt: skip
+        if any(cut for *_fields, cut in stored):
+            metadata = marked
+        texts = [_readable(content or b"", original) for content, original, *_rest in stored]
         ids = assign_ids([id_text_hash(c) for c in base.chunks], row.state.lsn, None)
         chunks = [
             NewChunk(c, t, vector, n)
-            for n, (c, t, (*_text, vector)) in enumerate(zip(ids, texts, stored, strict=True))
+            for n, (c, t, (_text, _original, vector, _cut)) in enumerate(
+                zip(ids, texts, stored, strict=True)
+            )
         ]
+        meta = metadata_fingerprint(metadata)
         return _write(row, Version(row.state.lsn, ids, meta=meta), chunks, metadata)
 
     # ----------------------------------------------------------------- vectors
@@ -416,15 +424,6 @@ def _missing_columns_error(state: RowState) -> str:
         "TOASTed values, or dropped/renamed columns) and their text is not known: run ALTER "
         f"TABLE {state.table.name} REPLICA IDENTITY FULL so updates carry it"
     )
-
-
-def _marked_as_base(
-    state: RowState, base: Version, metadata: dict[str, str | float]
-) -> dict[str, str | float]:
-    """`metadata`, marked truncated when the base's text (kept by an update of other columns)
-    was cut: its fingerprint says so."""
-    marked = {**metadata, TRUNCATED_FIELD: str(state.table.settings.max_content_tokens)}
-    return marked if base.meta == metadata_fingerprint(marked) else metadata
 
 
 def _too_long_error(state: RowState) -> str:

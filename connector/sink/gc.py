@@ -37,7 +37,7 @@ _QUEUE_MAX = 100_000  # unlisted chunks the sweep remembers (to delete them on a
 # Superseded rows held in memory (pending a flip, or their grace period); more go to Redis.
 _MEMORY_ROWS = 10_000
 _SPILL_TTL_S = 24 * 3600  # a spill a crash left behind goes by itself (the sweep finds its rows)
-_STEP_ROWS = 100  # rows collected per round trip
+_SPILL_ROWS = 500  # spilled rows read back and collected per round trip
 _SWEEP_COUNT = 200  # keys the sweep reads per step
 _BUSY_SWEEP_S = 1.0  # while batches keep coming, a sweep step at most this often
 
@@ -187,12 +187,12 @@ class Collector:
             if spill.due is None or spill.due > horizon:
                 continue
             while time.monotonic() < deadline or done < least:
-                raw: list[bytes] = self.client.lpop(spill.key, _STEP_ROWS) or []  # type: ignore[assignment]
+                raw: list[bytes] = self.client.lpop(spill.key, _SPILL_ROWS) or []  # type: ignore[assignment]
                 entries = [e.decode() for e in raw]
                 rows = [(t, k) for t, _, k in (e.partition(":") for e in entries)]
                 spill.rows = max(0, spill.rows - len(rows))
                 done += self._collect_rows(rows, settled, spill.keys) if rows else 0
-                if len(rows) < _STEP_ROWS:  # emptied: Redis removed the list
+                if len(rows) < _SPILL_ROWS:  # emptied: Redis removed the list
                     del self._spills[spill.key]
                     break
             else:

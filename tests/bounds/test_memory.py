@@ -78,6 +78,7 @@ def test_the_peak_rss_of_one_huge_update_does_not_grow_with_its_size(
         running.daemon.wait_for_checkpoint(timeout_s=240, streaming=True)
         update_phase(running, settings, dsn, "id <= 2000")  # warm: every code path once
         small_peak = update_phase(running, settings, dsn, f"id <= {small}")
+        superseded_rows_are_collected(settings, [1, small // 2, small])
         large_peak = update_phase(running, settings, dsn, "true")
         print(f"peak RSS: {small:,} rows {small_peak:.1f} MB, {large:,} rows {large_peak:.1f} MB")
         print(running.cap.how)
@@ -86,7 +87,6 @@ def test_the_peak_rss_of_one_huge_update_does_not_grow_with_its_size(
             f"{small_peak:.1f} MB: the daemon's memory grows with the transaction's size"
         )
         assert_index_equals_table(settings, dsn)
-        superseded_rows_are_collected(settings, [1, 20_000, 50_000, large])
         running.assert_healthy("at the end")
 
 
@@ -102,10 +102,11 @@ def superseded_rows_are_collected(settings: Settings, ids: list[int]) -> None:
         return not spilled and all(len(Manifest.parse(client.hgetall(r)).versions) == 1
                                    for r in rows)  # fmt: skip
 
-    deadline = time.monotonic() + 120
+    started = time.monotonic()
     while not collected():
-        assert time.monotonic() < deadline, "superseded versions were not collected"
+        assert time.monotonic() < started + 120, "superseded versions were not collected"
         time.sleep(0.5)
+    print(f"superseded versions collected in {time.monotonic() - started:.1f}s")
     client.close()
 
 
