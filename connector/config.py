@@ -257,10 +257,11 @@ class PipelineSettings(_Section):
     batch_max_rows: int = Field(default=500, gt=0)
     batch_max_wait_ms: int = Field(default=5, ge=0)
     # The queue between the stream and the applier holds at most this many row changes and
-    # this many bytes (as wal2json sent them); each item counts at least one change and 256
-    # bytes, and a run of empty transactions (other tables') and keepalives takes one item.
-    queue_max_changes: int = Field(default=20_000, gt=0)
-    queue_max_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    # this many bytes (as wal2json sent them; decoded, they take 3-4 times that); each item
+    # counts at least one change and 256 bytes, and a run of empty transactions (other
+    # tables') and keepalives takes one item. About 2 s of work at the applier's pace.
+    queue_max_changes: int = Field(default=5_000, gt=0)
+    queue_max_bytes: int = Field(default=16 << 20, ge=1 << 20)
     tombstone_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     # How long a superseded row version stays after its successor became visible, so that a
     # search that read the previous visible LSN still finds what it needs (a search takes
@@ -270,7 +271,7 @@ class PipelineSettings(_Section):
     # (invisible until its commit), so no transaction has to fit in memory.
     transaction_piece_rows: int = Field(default=2_000, gt=0)
     # ... or of this many bytes (as wal2json sent them), whichever comes first.
-    transaction_piece_bytes: int = Field(default=16 << 20, ge=1 << 16)
+    transaction_piece_bytes: int = Field(default=8 << 20, ge=1 << 16)
     deadletter_max: int = Field(default=10_000, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)
     # Keep the slot's confirmed position this far behind the checkpoint, so a Redis restored
