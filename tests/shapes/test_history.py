@@ -3,7 +3,8 @@
 back with its slot, and one put back whose slot was made again by hand. Each time the index holds
 commits the source no longer has, with LSNs above the source's: starting the connector is
 enough to rebuild it from the source's history (verify clean, every current row found by its
-own word, no word of the discarded history found). The decision itself is tested pure."""
+own word, no word of the discarded history found). The decision itself, pure:
+tests/unit/test_history.py."""
 
 from __future__ import annotations
 
@@ -18,12 +19,6 @@ import pytest
 import redis
 
 from connector.config import Settings
-from connector.core.history import (
-    Recorded,
-    Source,
-    other_history,
-    parse_timeline_history,
-)
 from connector.core.lsn import Lsn
 from connector.query import searcher
 from connector.query.searcher import NotCaughtUpError, Searcher
@@ -36,62 +31,6 @@ from tests.support import assert_index_equals_table, make_settings, synced, wal_
 
 Start = Callable[[Settings], DaemonThread]
 Row = tuple[int, str]  # id, the word only that version of the row has
-
-
-# --------------------------------------------------------------------------- the decision
-
-
-def _recorded(
-    position: int = 0x5000, timeline: int | None = 1, slot_lsn: int | None = 0x1000
-) -> Recorded:
-    return Recorded("42", timeline, Lsn(position), Lsn(slot_lsn) if slot_lsn is not None else None)
-
-
-def _source(system_id: str = "42", timeline: int = 1, wal: int = 0x9000) -> Source:
-    return Source(system_id, timeline, Lsn(wal))
-
-
-HISTORY = "1\t0/4000\tno recovery target specified\n\n2\t0/8000\tat restore point\n"
-
-
-def test_a_timeline_history_file_is_read() -> None:
-    assert parse_timeline_history(HISTORY) == {1: Lsn(0x4000), 2: Lsn(0x8000)}
-
-
-CASES = {
-    "the same history": (_recorded(), _source(), Lsn(0x2000), None, None),
-    "an older checkpoint": (_recorded(timeline=None, slot_lsn=None), _source(), Lsn(0), None, None),
-    "a failover that kept every commit": (
-        _recorded(), _source(timeline=3), None, {1: Lsn(0x6000), 2: Lsn(0x7000)}, None
-    ),
-    "another cluster": (_recorded(), _source(system_id="7"), None, None, "system id changed"),
-    "a restore to before the index": (
-        _recorded(), _source(timeline=2), None, {1: Lsn(0x4000)}, "branched off timeline 1 at"
-    ),
-    "a timeline of another branch": (
-        _recorded(timeline=2), _source(timeline=3), None, {1: Lsn(0x4000)}, "does not descend"
-    ),
-    "an older timeline": (_recorded(timeline=2), _source(), None, None, "does not descend"),
-    "no history file": (_recorded(), _source(timeline=2), None, None, "does not descend"),
-    "a slot made again": (_recorded(), _source(), Lsn(0x800), None, "0/800 is below 0/1000"),
-    "a snapshot put back": (
-        _recorded(), _source(wal=0x4000), Lsn(0x2000), None, "ahead of the server's WAL at 0/4000"
-    ),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("recorded", "source", "slot", "ancestors", "said"), list(CASES.values()), ids=list(CASES)
-)
-def test_what_says_the_index_describes_another_history(
-    recorded: Recorded,
-    source: Source,
-    slot: Lsn | None,
-    ancestors: dict[int, Lsn] | None,
-    said: str | None,
-) -> None:
-    reason = other_history(recorded, source, slot, ancestors)
-    assert reason == said if said is None else said in (reason or "")
 
 
 def test_a_search_waiting_for_an_lsn_waits_for_the_index_of_the_new_history(
