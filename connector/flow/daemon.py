@@ -50,7 +50,7 @@ from connector.flow.applier import Applier, Plan
 from connector.flow.copy import copy_tables
 from connector.flow.durability import Durability
 from connector.flow.health import TableHealth
-from connector.flow.monitor import Monitor, Progress
+from connector.flow.monitor import DaemonSample, Monitor
 from connector.flow.partitions import Partitions, check_overlaps
 from connector.flow.queue import ChangeQueue, Idle, Item
 from connector.flow.reader import Reader
@@ -395,7 +395,7 @@ class Connector:
         )  # fmt: skip
         monitor = Monitor(
             self.settings, client, self.embedder, self.metrics,
-            lambda: self._progress(applier),
+            lambda: self._sample(applier),
             self._set_lag,
         )  # fmt: skip
         self._queue = queue
@@ -421,9 +421,9 @@ class Connector:
             if failed is not None:
                 raise failed
 
-    def _progress(self, applier: Applier) -> Progress:
+    def _sample(self, applier: Applier) -> DaemonSample:
         collector = applier.collector
-        return Progress(
+        return DaemonSample(
             self.checkpoint,
             applier.stats,
             self._oldest_pending(),

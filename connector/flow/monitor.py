@@ -34,8 +34,9 @@ HEARTBEAT_PREFIX = "connector.heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
-    """Where the daemon is, read by the monitor at each check."""
+class DaemonSample:
+    """Where the daemon is, sampled by the monitor at each check (not connector.progress,
+    the progress line of a long job)."""
 
     checkpoint: Lsn
     stats: ApplyStats
@@ -54,11 +55,11 @@ class Monitor(threading.Thread):
         client: redis.Redis,
         embedder: Embedder,
         metrics: Metrics | None,
-        position: Callable[[], Progress],
+        sample: Callable[[], DaemonSample],
         on_lag: Callable[[int], None] = lambda _bytes: None,
     ) -> None:
         super().__init__(name="connector-monitor", daemon=True)
-        self.position = position
+        self.sample = sample
         self.on_lag = on_lag
         self.halt = threading.Event()
         self.settings = settings
@@ -73,7 +74,7 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         while not self.halt.wait(0.2):
             try:
-                self.tick(self.position())
+                self.tick(self.sample())
             except Exception as exc:  # a failed check must not stop the checks
                 log.warning("slot check failed: %s", redact(str(exc)))
                 self._drop_connection()
@@ -97,7 +98,7 @@ class Monitor(threading.Thread):
             self._conn = psycopg.connect(conninfo(self.settings.postgres), autocommit=True)
         return self._conn
 
-    def tick(self, progress: Progress) -> None:
+    def tick(self, sample: DaemonSample) -> None:
         now = time.monotonic()
         pipeline = self.settings.pipeline
         if pipeline.heartbeat_s and now - self._last_activity >= pipeline.heartbeat_s:
@@ -107,8 +108,8 @@ class Monitor(threading.Thread):
             return
         self._last_check = now
         self._check_tables()
-        self._check_slot(progress)
-        self._save_counters(progress)
+        self._check_slot(sample)
+        self._save_counters(sample)
 
     def _check_tables(self) -> None:
         """A renamed or dropped table sends nothing more: say so loudly, every check."""
@@ -121,15 +122,15 @@ class Monitor(threading.Thread):
                     extra={"table": table.qualified_name},
                 )
 
-    def _check_slot(self, progress: Progress) -> None:
-        checkpoint = progress.checkpoint
+    def _check_slot(self, sample: DaemonSample) -> None:
+        checkpoint = sample.checkpoint
         position = retained_wal(self._connection(), self.settings.postgres.slot)
         if position is None:
             return
         current, retained = position
         lag_bytes = max(current.value - checkpoint.value, 0)
         self.on_lag(lag_bytes)
-        pending = progress.oldest_pending_commit
+        pending = sample.oldest_pending_commit
         lag_seconds = max(time.time() - pending, 0.0) if pending is not None else 0.0
         if self.metrics is not None:
             self.metrics.set_retained_wal(retained)
@@ -147,14 +148,14 @@ class Monitor(threading.Thread):
             )
         self._warned = retained > limit
 
-    def _save_counters(self, progress: Progress) -> None:
+    def _save_counters(self, sample: DaemonSample) -> None:
         fields: Fields = {}
-        for name, value in dataclasses.asdict(progress.stats).items():
+        for name, value in dataclasses.asdict(sample.stats).items():
             fields[f"rows_{name}"] = value
-        if progress.collected is not None:
-            for name, value in dataclasses.asdict(progress.collected).items():
+        if sample.collected is not None:
+            for name, value in dataclasses.asdict(sample.collected).items():
                 fields[f"gc_{name}"] = value
-            fields["gc_backlog_rows"] = progress.gc_backlog
+            fields["gc_backlog_rows"] = sample.gc_backlog
         for name, value in dataclasses.asdict(self.embedder.stats).items():
             fields[f"embedding_{name}"] = value
         # Redis full: the applier reports it; the counters wait for the next check.
