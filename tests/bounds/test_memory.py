@@ -36,9 +36,9 @@ def capped_settings(dsn: str, redis_url: str, **pipeline: object) -> Settings:
 
 @pytest.fixture
 def capped(migrated_dsn: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Settings, Path]]:
-    # The read-ahead queue holds 4,000 changes (default 20,000): both sizes below fill it, so
-    # what is compared is what grows with the transaction, not how full the queue got.
-    yield capped_settings(migrated_dsn, redis_url, queue_max_changes=4000), tmp_path
+    # Shipped pipeline defaults: the read-ahead queue holds 5,000 changes, which both sizes of
+    # the UPDATE below fill, so what is compared is what grows with the transaction.
+    yield capped_settings(migrated_dsn, redis_url), tmp_path
 
 
 def start(settings: Settings, folder: Path) -> CappedDaemon:
