@@ -7,6 +7,7 @@ Nothing here runs at import time; the CLI calls `load_settings()` once and passe
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -38,6 +39,8 @@ _OWN_PREFIX = "connector"  # connector:<slot>:checkpoint, connector:index:<name>
 _NOT_SLOTS = frozenset({"index", "deadletter", "embcache"})
 
 IndexType = Literal["tag", "numeric", "text"]
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -94,15 +97,26 @@ class RedisSettings(_Section):
     # noticed within this; staging sends pipelines of a few dozen commands, each well within).
     connect_timeout_s: float = Field(default=5.0, gt=0)
     socket_timeout_s: float = Field(default=10.0, gt=0)
-    # No longer used (it was the timeout of the one MULTI/EXEC per batch, which is gone):
-    # accepted so that older settings files still load.
-    write_timeout_s: float = Field(default=60.0, gt=0)
     # An allkeys-* maxmemory-policy can evict the index; the connector refuses to start under
     # it unless this is true.
     allow_eviction: bool = False
     # A Redis Cluster (redis-py's cluster client): every write and read is single-key or
     # pipelined per key. Searching across shards needs a coordinator (Redis Software / Cloud).
     cluster: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_retired(cls, data: Any) -> Any:
+        """write_timeout_s was the timeout of the one MULTI/EXEC per batch, gone since versioned
+        visibility: an older file that sets it still loads, with a warning naming the fix."""
+        if isinstance(data, dict) and "write_timeout_s" in data:
+            log.warning(
+                "redis.write_timeout_s (%sREDIS__WRITE_TIMEOUT_S) is no longer used and is "
+                "ignored: remove it from the settings",
+                ENV_PREFIX,
+            )
+            data = {k: v for k, v in data.items() if k != "write_timeout_s"}
+        return data
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> RedisSettings:

@@ -42,8 +42,8 @@ class Plan:
         return max((len(w.rows) for w in self.writes), default=0)
 
 
-class _Part:
-    """One target's writer, planner and garbage collector."""
+class _TargetParts:
+    """The parts that write one target: its writer, planner and garbage collector."""
 
     def __init__(
         self,
@@ -91,7 +91,7 @@ class Applier:
         self.stats = ApplyStats()
         self.visible = self.writer.visible()  # what readers see; it never moves back
         self._parts = [
-            _Part(client, settings, t, system_id, reselect, collect_garbage, self.visible)
+            _TargetParts(client, settings, t, system_id, reselect, collect_garbage, self.visible)
             for t in targets
         ]
         self.collector = self._parts[0].collector

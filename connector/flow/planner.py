@@ -116,7 +116,7 @@ class Planner:
         rows = []
         for state, manifest in zip(states, manifests, strict=True):
             cuts = floors.get(state.table.name, [])
-            row = _follow(state, manifest, visible, floor_at(cuts, state.lsn))
+            row = _builds_on(state, manifest, visible, floor_at(cuts, state.lsn))
             if row is None or any(state.lsn < f for f in cuts):
                 batch.stats.skipped_stale += 1
             else:
@@ -377,7 +377,7 @@ def _drop_refused(batch: BatchWrite, refused: dict[str, str]) -> None:
     batch.rows = kept
 
 
-def _follow(state: RowState, manifest: Manifest, visible: Lsn, floor: Lsn | None) -> _Row | None:
+def _builds_on(state: RowState, manifest: Manifest, visible: Lsn, floor: Lsn | None) -> _Row | None:
     """What the change builds on, or None when a visible version already covers it. `floor`
     is the table's truncate (or resync) floor at the change's LSN."""
     seen = manifest.at(visible)

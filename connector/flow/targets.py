@@ -27,11 +27,11 @@ from connector.sink.layout import (
     abandon_building,
     alter,
     begin_rebuild,
+    built_from_settings,
     compare,
     open_alias,
     read_built,
     read_record,
-    wanted,
 )
 from connector.sink.schema import IndexSpec, Model
 
@@ -96,7 +96,7 @@ def prepare(
     layouts = {}
     dropped = False
     owner = Owner(settings.postgres.slot, system_id)
-    for alias, want in wanted(settings, embedder).items():
+    for alias, want in built_from_settings(settings, embedder).items():
         record, was_dropped = open_alias(client, alias, want, owner)
         dropped = dropped or was_dropped
         layouts[alias] = (

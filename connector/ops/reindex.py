@@ -34,12 +34,12 @@ from connector.sink.layout import (
     abandon_building,
     alter,
     begin_rebuild,
+    built_from_settings,
     check_owner,
     compare,
     physical_name,
     read_built,
     read_record,
-    wanted,
 )
 from connector.sink.memory import RebuildEstimate, estimate_rebuild
 from connector.sink.redis_client import client_for
@@ -50,7 +50,7 @@ from connector.source.snapshot import count_rows
 
 log = logging.getLogger(__name__)
 
-_FOLLOW_PAUSE_S = 0.2
+_WATCH_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,7 @@ def plan_reindex(settings: Settings, model: Embedder, only: list[str] | None) ->
         client_for(settings.redis) as client,
         psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn,
     ):
-        for alias, want in wanted(settings, model).items():
+        for alias, want in built_from_settings(settings, model).items():
             if not chosen & {t.qualified_name for t in want.tables}:
                 continue
             record = read_record(client, alias)  # a plan changes nothing: no alias is made here
@@ -173,7 +173,7 @@ def reindex(
         status = 0
         for plan, building in zip(plans, started, strict=True):
             if building is not None:
-                status |= _follow(settings, client, plan.alias, building, out)
+                status |= _watch_rebuild(settings, client, plan.alias, building, out)
         return status
 
 
@@ -211,7 +211,7 @@ def _streaming(settings: Settings) -> bool:
     return info is not None and info.active
 
 
-def _follow(
+def _watch_rebuild(
     settings: Settings, client: redis.Redis, alias: str, building: Physical, out: TextIO
 ) -> int:
     """Show the rebuild's progress until the alias switches to `building` (0), or the rebuild
@@ -233,7 +233,7 @@ def _follow(
                 print(f"\nthe connector stopped streaming slot {settings.postgres.slot}: the "
                       "rebuild goes on when `connector run` starts again", file=out)  # fmt: skip
                 return 0
-        time.sleep(_FOLLOW_PAUSE_S)
+        time.sleep(_WATCH_PAUSE_S)
 
 
 def _outcome(alias: str, record: Record | None, building: Physical) -> tuple[int, str] | None:

@@ -63,7 +63,8 @@ def read_checkpoint(client: redis.Redis, slot: str) -> Checkpoint | None:
 
 
 def checkpoint_fields(lsn: Lsn, system_id: str, commit_time: float | None = None) -> Fields:
-    """The hash fields of a checkpoint at `lsn` (written in the same MULTI as its batch)."""
+    """The hash fields of a checkpoint at `lsn` (the flip writes them with the visible LSN,
+    after its batch was staged: sink.writer)."""
     fields: Fields = {"lsn": str(lsn), "system_id": system_id, "updated_at": f"{time.time():.6f}"}
     if commit_time is not None:
         fields["commit_time"] = f"{commit_time:.6f}"

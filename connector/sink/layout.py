@@ -21,6 +21,26 @@ index's meta (`<prefix>:meta`) says what it was built with: the model, each tabl
 the schema's metadata fields. The daemon compares that with its settings when it starts
 (`compare`): metadata columns added or removed are changed in place; anything else needs a
 rebuild.
+
+Words of an index's life, used throughout the code:
+
+- index name, or alias: what the settings (`[[tables]] index`) and every query name; a
+  RediSearch alias of one physical index at a time, never an index itself.
+- physical index: one FT index, `<name>.v<N>`, over the keys of its own prefix (their layout:
+  core.keys.Keyspace).
+- record: the alias's hash, `connector:index:<name>` (`Record`): which physical index is
+  current, building and retiring, the rebuild's progress, and the generation.
+- built: what a physical index was built with (`Built`, kept in its meta);
+  `built_from_settings` is what the settings ask for, and `compare` what getting there takes.
+- building: the physical index a rebuild (flow.rebuild) copies into; every change is written to
+  it and to the current one until the switch moves the alias to it in one step.
+- retiring: the physical index before the last switch, dropped in steps between batches.
+- generation: a number in the record bumped at each change a searcher must notice (a switch,
+  an FT.ALTER): a searcher that sees it move reads the record again.
+- layout: one index name as the daemon starts with it (flow.targets.Layout): its record, what
+  its current index was built with, what a rebuild builds.
+- target: the physical indexes written with one model (flow.targets.Target): the current ones,
+  or a rebuild's new one; each target has its own writer, planner and collector (flow.applier).
 """
 
 from __future__ import annotations
@@ -155,7 +175,7 @@ class Change:
 # ----------------------------------------------------------------- what the settings want
 
 
-def wanted(settings: Settings, model: Model) -> dict[str, Built]:
+def built_from_settings(settings: Settings, model: Model) -> dict[str, Built]:
     """What each index of the settings is to be built with, by index name."""
     specs = index_specs(settings.tables)  # refuses tables that disagree on an index
     built = {}

@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,30 @@ def test_bad_values_explain_the_fix(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "[postgres"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_retired_write_timeout_still_loads_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = GOOD.replace(
+        'url = "redis://cache:6379/0"', 'url = "redis://cache:6379/0"\nwrite_timeout_s = 60.0'
+    )
+    caplog.set_level(logging.WARNING, logger="connector.config")
+    settings = load_settings(write(tmp_path, old))
+    assert not hasattr(settings.redis, "write_timeout_s")
+    assert "write_timeout_s" not in type(settings.redis).model_fields
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis.write_timeout_s (CONNECTOR_REDIS__WRITE_TIMEOUT_S) is no longer used and is "
+        "ignored: remove it from the settings"
+    ]
+    caplog.clear()
+    monkeypatch.setenv("CONNECTOR_REDIS__WRITE_TIMEOUT_S", "60")
+    assert load_settings(write(tmp_path, GOOD)).redis.socket_timeout_s == 10.0
+    assert len(caplog.records) == 1
+    monkeypatch.delenv("CONNECTOR_REDIS__WRITE_TIMEOUT_S")
+    caplog.clear()
+    load_settings(write(tmp_path, GOOD))
+    assert not caplog.records
 
 
 def test_no_tables_is_an_error_that_names_the_fix(tmp_path: Path) -> None:
