@@ -16,6 +16,7 @@ from connector.errors import (
     ConfigError,
     ConnectorError,
     ModelMismatchError,
+    NotCaughtUpError,
     QueryError,
     RedisIndexError,
 )
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
         Answer,
         FilterValue,
         Hit,
-        NotCaughtUpError,
         Searcher,
         answer,
         close_searchers,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # The query side loads the embedding providers and the chat client: imported when first
 # asked for, so that the daemon (`python -m connector.cli run`) does not carry it.
 _QUERY = {
-    "Answer", "FilterValue", "Hit", "NotCaughtUpError", "Searcher", "answer",
+    "Answer", "FilterValue", "Hit", "Searcher", "answer",
     "close_searchers", "search", "searcher", "visibility_clause", "visibility_filter",
 }  # fmt: skip
 

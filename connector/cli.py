@@ -426,7 +426,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     found = searcher(settings, args.index)
     filters = parse_filters(args.filter or [], found.spec.fields)
-    hits = found.search(args.text, args.k, filters, args.min_lsn, args.hybrid, args.timeout)
+    hits = found.search(
+        args.text, args.k, filters, args.min_lsn, hybrid=args.hybrid, timeout_s=args.timeout
+    )
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], indent=2, ensure_ascii=False))
         return 0

@@ -12,6 +12,7 @@ ConnectorError
  │    └── ModelMismatchError  the query's model differs from the index's
  ├── RedisFull            Redis refused a write at maxmemory (the daemon pauses and retries)
  ├── QueryError           a search request is malformed (also a ValueError)
+ ├── NotCaughtUpError     the index did not reach a search's `min_lsn` in time
  └── RowError             one row could not be processed (goes to the dead-letter stream)
 """
 
@@ -70,6 +71,11 @@ class RedisFull(ConnectorError):
 class QueryError(ConnectorError, ValueError):
     """A search request is malformed: unknown filter field, a value of the wrong type, k out
     of range. The message names the field and what it accepts."""
+
+
+class NotCaughtUpError(ConnectorError):
+    """The index did not reach the requested LSN in time (a search's `min_lsn`); the message
+    names the LSN reached and suggests `connector status`."""
 
 
 class RowError(ConnectorError):

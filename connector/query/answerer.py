@@ -22,7 +22,9 @@ from connector.core.chunking import Chunker
 from connector.core.lsn import Lsn
 from connector.embed.tokenizer import get_encoding
 from connector.errors import ConfigError
-from connector.query.searcher import FilterValue, Hit, Searcher, searcher
+from connector.query.filters import FilterValue
+from connector.query.hits import Hit
+from connector.query.searcher import Searcher, searcher
 
 _CITATION = re.compile(r"\[(\d+)\]")
 _OPENAI_URL = "https://api.openai.com/v1"  # the openai client's default

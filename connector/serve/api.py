@@ -345,8 +345,8 @@ def _routes(app: FastAPI, api: _Api) -> None:
 
     def found(asked: Asked) -> SearchResponse:
         result = api.searcher(asked.index).search_at(
-            asked.text, asked.k, asked.filters, asked.min_lsn, asked.hybrid, timeout,
-            embedded=api.metrics.embedding.observe,
+            asked.text, asked.k, asked.filters, asked.min_lsn, hybrid=asked.hybrid,
+            timeout_s=timeout, embedded=api.metrics.embedding.observe,
         )  # fmt: skip
         return SearchResponse(hits=[HitOut.of(h) for h in result.hits], lsn=str(result.lsn))
 

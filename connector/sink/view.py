@@ -2,7 +2,7 @@
 
 A reader reads the checkpoint's visible LSN V and the truncate floors of the tables it reads,
 then counts a chunk only if it belongs to its row's version that is current at V (see
-core.versions). Used by search (query.searcher), `verify`, and `status`.
+core.versions). Used by search (query.visibility), `verify`, and `status`.
 """
 
 from __future__ import annotations
