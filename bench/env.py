@@ -190,7 +190,7 @@ def scenario(
     workdir = services.root / "scenarios" / dbname
     workdir.mkdir(parents=True)
     client = redis.Redis.from_url(services.redis_url)
-    client.flushall()
+    client.flushall(asynchronous=True)  # a big scenario takes longer than a socket timeout
     scene: Scenario | None = None
     try:
         apply_migrations(services.dsn(dbname))
@@ -211,7 +211,7 @@ def scenario(
         close_searchers()
         services.drop_database(dbname)
         client.config_set("notify-keyspace-events", "")
-        client.flushall()
+        client.flushall(asynchronous=True)
         client.close()
 
 
