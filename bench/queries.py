@@ -107,7 +107,14 @@ class QueryPool:
 
 def _instrument(searcher: Searcher, timings: Timings) -> None:
     searcher.client = TimedClient(searcher.client, timings)  # type: ignore[assignment]
-    searcher.embedder = TimedEmbedder(searcher.embedder, timings)
+    embed_query = searcher.embed_query
+
+    def timed(text: str, embedder: Any = None) -> bytes:
+        """The question's vector through the searcher's own path (its LRU, its model), timed
+        by the embedder it chose."""
+        return embed_query(text, TimedEmbedder(embedder or searcher.embedder, timings))
+
+    searcher.embed_query = timed  # type: ignore[method-assign]
 
 
 def _latencies(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from connector.query.hits import Hit
 
 # Reciprocal rank fusion's constant (Cormack et al.): a hit's share is 1 / (60 + its rank).
@@ -18,7 +20,4 @@ def fuse_rankings(vector_hits: list[Hit], text_hits: list[Hit]) -> list[Hit]:
             scores[ident] = scores.get(ident, 0.0) + 1.0 / (_RRF_K + rank + 1)
             best.setdefault(ident, hit)
     order = sorted(scores, key=lambda ident: scores[ident], reverse=True)
-    return [
-        Hit(best[i].table, best[i].key, best[i].chunk, best[i].content, scores[i], best[i].metadata)
-        for i in order
-    ]
+    return [replace(best[i], score=scores[i]) for i in order]  # keeps the index that answered

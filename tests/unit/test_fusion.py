@@ -31,3 +31,9 @@ def test_a_hit_only_the_text_ranking_found_counts_its_rank_there() -> None:
 def test_the_fused_hit_keeps_its_metadata_and_replaces_its_score() -> None:
     (fused,) = fuse_rankings([hit("a", lang="en")], [])
     assert fused.metadata == {"lang": "en"} and fused.score == pytest.approx(1 / 61)
+
+
+def test_the_fused_hit_keeps_the_index_that_answered() -> None:
+    answered = Hit("public.docs", ("a",), 0, "text a", 0.5, {}, index="docs.v2")
+    (fused,) = fuse_rankings([answered], [answered])
+    assert fused.index == "docs.v2"
