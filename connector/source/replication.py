@@ -22,6 +22,9 @@ from psycopg.abc import Buffer
 from connector.config import PostgresSettings
 from connector.core.lsn import Lsn
 from connector.errors import ReplicationError
+from connector.source.connection import conninfo
+
+__all__ = ["ReplicationConnection", "conninfo", "describe_dsn"]  # conninfo: source.connection
 
 log = logging.getLogger(__name__)
 
@@ -30,46 +33,6 @@ _PG_EPOCH_US = 946_684_800_000_000
 _XLOGDATA = struct.Struct("!QQQ")
 _KEEPALIVE = struct.Struct("!QQB")
 _STATUS = struct.Struct("!cQQQQB")
-_SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=1"
-
-
-def conninfo(settings: PostgresSettings, **extra: str) -> str:
-    """The libpq connection string: the DSN plus the TLS and timeout settings."""
-    params: dict[str, str] = {
-        "connect_timeout": str(settings.connect_timeout_s),
-        # A connection that goes silent (partition, dead host, NAT timeout: no FIN, no RST) must
-        # fail within seconds rather than block forever: TCP keepalives for idle sockets, and a
-        # bound on unacknowledged sends.
-        "keepalives": "1",
-        "keepalives_idle": "5",
-        "keepalives_interval": "2",
-        "keepalives_count": "3",
-        "tcp_user_timeout": str(int(settings.stream_timeout_s * 1000)),
-    }
-    for name in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
-        value = getattr(settings, name)
-        if value:
-            params[name] = value
-    params.setdefault("application_name", "connector")
-    if settings.sql_ascii_encoding:  # what the bytes of a SQL_ASCII database are
-        params["client_encoding"] = settings.sql_ascii_encoding
-    params.update(extra)
-    dsn = settings.dsn.get_secret_value()
-    # The snapshot copy and the stream must print values identically (timestamps above all).
-    existing = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
-    params["options"] = f"{existing} {_SESSION_OPTIONS} {_timeouts(settings)}".strip()
-    return psycopg.conninfo.make_conninfo(dsn, **params)
-
-
-def _timeouts(settings: PostgresSettings) -> str:
-    """Startup options win over the server's, database's and role's defaults: a copy's long
-    transaction must not be cut by a managed service's low timeouts."""
-    return (
-        f"-c statement_timeout={settings.statement_timeout_ms} "
-        f"-c lock_timeout={settings.lock_timeout_ms} "
-        "-c idle_in_transaction_session_timeout="
-        f"{settings.idle_in_transaction_session_timeout_ms}"
-    )
 
 
 def describe_dsn(settings: PostgresSettings) -> str:

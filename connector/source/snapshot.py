@@ -18,17 +18,11 @@ from connector.core.changes import Op, RowChange
 from connector.core.pgtypes import PgValue
 from connector.core.tables import TableInfo
 from connector.errors import ConfigError
+from connector.source.connection import open_snapshot
+
+__all__ = ["copy_table", "count_rows", "open_snapshot"]  # open_snapshot: source.connection
 
 log = logging.getLogger(__name__)
-
-
-def open_snapshot(dsn: str, snapshot: str | None) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection in a REPEATABLE READ transaction that sees `snapshot` (or a fresh one)."""
-    conn: psycopg.Connection[tuple[object, ...]] = psycopg.connect(dsn)
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    if snapshot:
-        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-    return conn
 
 
 def _relation(table: TableInfo, only: str | None) -> sql.Identifier:
