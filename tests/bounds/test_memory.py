@@ -18,6 +18,8 @@ import redis
 from connector.config import Settings
 from connector.core.keys import deadletter_key, encode_key
 from connector.core.versions import Manifest
+from connector.errors import NotCaughtUpError
+from connector.query import Searcher
 from connector.sink.layout import current_keys
 from connector.testing.daemon import DaemonProcess
 from connector.testing.memcap import CappedDaemon
@@ -55,6 +57,18 @@ def fill(dsn: str, rows: int) -> None:
         )
 
 
+def caught_up(running: CappedDaemon, settings: Settings, dsn: str, timeout_s: float) -> Searcher:
+    """`synced`, failing at once (naming the cap) if the daemon dies or restarts meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running.assert_healthy("while catching up")
+        try:
+            return synced(settings, dsn, timeout_s=2)
+        except NotCaughtUpError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def update_phase(running: CappedDaemon, settings: Settings, dsn: str, where: str) -> float:
     """One UPDATE of the rows `where` selects, in one transaction; the daemon's peak RSS
     (MB) from just before it until all of it is searchable."""
@@ -62,7 +76,7 @@ def update_phase(running: CappedDaemon, settings: Settings, dsn: str, where: str
     print(f"before UPDATE {where}: RSS {running.cap.rss_mb():.1f} MB")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"UPDATE documents SET body = body || ' changed' WHERE {where}")
-    synced(settings, dsn, timeout_s=240)
+    caught_up(running, settings, dsn, 240)
     running.assert_healthy(f"after the UPDATE of rows {where}")
     return running.cap.peak_mb()
 
@@ -125,7 +139,7 @@ def test_one_50_mb_row_is_indexed_cut_at_the_limit_and_the_stream_goes_on(
                 "(1, 'huge', 'aardvark ' || repeat('lorem ipsum dolor sit amet ', 2000000))"
             )
             conn.execute("INSERT INTO documents (id, title, body) VALUES (2, 'small', 'zebra')")
-        found = synced(settings, dsn, timeout_s=180)
+        found = caught_up(running, settings, dsn, 180)
         running.assert_healthy("after the 50 MB row")
         assert keys_of(found, "zebra", k=1) == [("2",)]  # committed after it: applied
         hits = [h for h in found.search("aardvark lorem ipsum", k=5) if h.key == ("1",)]
@@ -181,7 +195,7 @@ def test_a_pause_at_maxmemory_under_a_flood_of_other_transactions_holds_memory_f
             paused_peak = running.cap.peak_mb()
         finally:
             admin.config_set("maxmemory", 0)
-        synced(settings, dsn, timeout_s=120)
+        caught_up(running, settings, dsn, 120)
         errors = running.daemon.lines(" ERROR ")
         print(
             f"{flooded:,} transactions while paused; RSS {before:.1f} MB before, peak "
