@@ -24,8 +24,8 @@ from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
 from connector.core.keys import Keyspace, checkpoint_key
-from connector.core.lsn import Lsn
 from connector.query import search
+from connector.sink.checkpoint import read_visible
 
 P99_TARGET_MS = 50.0
 P99_TARGET_RATE = 200
@@ -45,6 +45,7 @@ class Observer(threading.Thread):
         self.client.config_set("notify-keyspace-events", "Kh")
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(f"__keyspace@0__:{Keyspace(INDEX).chunk_prefix}{TABLE}:*")
+        self.slot = slot
         self.checkpoint = checkpoint_key(slot)
         self.pubsub.subscribe(f"__keyspace@0__:{self.checkpoint}")
         self.reader = redis.Redis.from_url(url)
@@ -67,8 +68,7 @@ class Observer(threading.Thread):
             self.staged.setdefault(int(key), int(chunk.rpartition(b"@")[2]))
 
     def _flipped(self, at: float) -> None:
-        raw = self.reader.hget(self.checkpoint, "visible")
-        visible = Lsn.parse(raw.decode()).value if raw else 0
+        visible = read_visible(self.reader, self.slot).value
         with self.cond:
             for key in [k for k, lsn in self.staged.items() if lsn <= visible]:
                 self.seen.setdefault(key, at)

@@ -28,9 +28,9 @@ from bench.ingest import load
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
-from connector.core.keys import checkpoint_key
 from connector.core.lsn import Lsn
 from connector.query import Searcher, search
+from connector.sink.checkpoint import read_visible
 
 P99_TARGET_MS = {"knn": 5.0, "tag filter": 3.0, "hybrid": 8.0}  # idle, 100k chunks
 TARGET_CHUNKS = 100_000
@@ -257,8 +257,7 @@ def _wait_applied(
     while len(pending) >= 3:
         if stopped():
             return False
-        raw = client.hget(checkpoint_key(slot), "visible")
-        if raw and Lsn.parse(raw.decode()) >= pending[0]:
+        if read_visible(client, slot) >= pending[0]:
             pending.popleft()
         else:
             time.sleep(0.002)

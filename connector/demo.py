@@ -26,6 +26,7 @@ from connector.config import Settings, load_settings
 from connector.errors import ConnectorError
 from connector.query import Searcher, searcher
 from connector.sink.redis_client import command
+from connector.source.connection import connect_dsn
 from connector.source.migrate import apply_migrations
 from connector.source.server import current_wal_lsn
 from connector.testing.services import DevServices
@@ -109,7 +110,7 @@ def _services(folder: Path) -> dict[str, str]:
 
 def _load(dsn: str, limit: int) -> int:
     rows = list(stdlib_docstrings(limit))
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect_dsn(dsn) as conn:
         conn.execute("TRUNCATE documents RESTART IDENTITY")
         with conn.cursor().copy("COPY documents (title, body, source) FROM STDIN") as copy:
             for row in rows:
@@ -175,7 +176,7 @@ def _time_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.
 
 def _follow_edits(settings: Settings, dsn: str) -> None:
     found = searcher(settings)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect_dsn(dsn) as conn:
         row = conn.execute("SELECT min(id) FROM documents WHERE title LIKE 'json%'").fetchone()
         key = str(row[0]) if row and row[0] else "1"
         conn.execute(
@@ -206,7 +207,7 @@ def run_demo(folder: Path, limit: int) -> int:
     started = time.monotonic()
     pid = _start_daemon(folder, config)
     found = searcher(settings)
-    with psycopg.connect(state["postgres_dsn"], autocommit=True) as conn:
+    with connect_dsn(state["postgres_dsn"]) as conn:
         lsn = _current_lsn(conn)
     _wait_with_progress(found, lsn, loaded)
     print(f"connector (pid {pid}) indexed them in {time.monotonic() - started:.1f}s")

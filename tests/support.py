@@ -29,9 +29,9 @@ from connector.ops.verify import compare_table
 from connector.query import Searcher, searcher
 from connector.serve.api import create_app
 from connector.source.catalog import inspect_table
+from connector.source.connection import open_snapshot
 from connector.source.server import current_wal_lsn
 from connector.source.slots import slot_info
-from connector.source.snapshot import open_snapshot
 from connector.testing import config
 from connector.testing.openai_server import FakeOpenAI
 from connector.testing.services import free_port

@@ -17,13 +17,13 @@ import redis
 from redis.crc import key_slot
 
 from connector.core.chunking import Chunker
-from connector.core.keys import checkpoint_key
 from connector.core.lsn import Lsn
 from connector.embed.tokenizer import get_encoding
 from connector.ops.verify import compare_table
+from connector.sink.checkpoint import read_visible
 from connector.sink.redis_client import client_for
 from connector.source.catalog import inspect_table
-from connector.source.snapshot import open_snapshot
+from connector.source.connection import open_snapshot
 from connector.testing.cluster import RedisClusterServers
 from connector.testing.daemon import DaemonThread
 from tests.support import make_settings, wal_lsn
@@ -64,8 +64,7 @@ def test_the_daemon_syncs_a_workload_into_a_redis_cluster(
         target = Lsn.parse(wal_lsn(conn))
     deadline = time.monotonic() + 60
     while True:
-        raw = client.hget(checkpoint_key(settings.postgres.slot), "visible")
-        if raw and Lsn.parse(raw.decode()) >= target:
+        if read_visible(client, settings.postgres.slot) >= target:
             break
         assert not running.errors, running.errors
         assert time.monotonic() < deadline, "the index never reached the last commit"

@@ -26,8 +26,9 @@ from connector.errors import ReplicationError
 from connector.flow.applier import Applier
 from connector.flow.stager import Stager
 from connector.progress import Progress
-from connector.source.replication import ReplicationConnection, conninfo
-from connector.source.snapshot import copy_table, count_rows, open_snapshot
+from connector.source.connection import conninfo, open_snapshot
+from connector.source.replication import ReplicationConnection
+from connector.source.snapshot import copy_table, count_rows
 
 log = logging.getLogger(__name__)
 

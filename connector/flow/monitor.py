@@ -24,7 +24,7 @@ from connector.metrics import Metrics
 from connector.sink.gc import GcStats
 from connector.sink.redis_client import Fields
 from connector.sink.writer import ApplyStats
-from connector.source.replication import conninfo
+from connector.source.connection import connect
 from connector.source.server import emit_heartbeat, table_exists
 from connector.source.slots import retained_wal
 
@@ -95,7 +95,7 @@ class Monitor(threading.Thread):
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(conninfo(self.settings.postgres), autocommit=True)
+            self._conn = connect(self.settings.postgres, "monitor")
         return self._conn
 
     def tick(self, sample: DaemonSample) -> None:

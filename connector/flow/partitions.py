@@ -43,7 +43,7 @@ from connector.flow.targets import Target
 from connector.logs import redact
 from connector.sink.redis_client import Fields, client_for, text
 from connector.source.catalog import partition_ancestors, partition_leaves
-from connector.source.replication import conninfo
+from connector.source.connection import connect
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Partitions:
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(conninfo(self.settings.postgres), autocommit=True)
+            self._conn = connect(self.settings.postgres, "partitions")
         return self._conn
 
     def filter(self) -> list[str]:

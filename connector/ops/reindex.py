@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-import psycopg
 import redis
 
 from connector.config import Settings
@@ -44,7 +43,7 @@ from connector.sink.layout import (
 from connector.sink.memory import RebuildEstimate, estimate_rebuild
 from connector.sink.redis_client import client_for
 from connector.source.catalog import inspect_table
-from connector.source.replication import conninfo
+from connector.source.connection import connect
 from connector.source.slots import slot_info
 from connector.source.snapshot import count_rows
 
@@ -107,7 +106,7 @@ def plan_reindex(settings: Settings, model: Embedder, only: list[str] | None) ->
     plans = []
     with (
         client_for(settings.redis) as client,
-        psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn,
+        connect(settings.postgres, "reindex") as conn,
     ):
         for alias, want in built_from_settings(settings, model).items():
             if not chosen & {t.qualified_name for t in want.tables}:
@@ -206,7 +205,7 @@ def _start(client: redis.Redis, plan: ReindexPlan, force: bool, out: TextIO) -> 
 
 
 def _streaming(settings: Settings) -> bool:
-    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+    with connect(settings.postgres, "reindex") as conn:
         info = slot_info(conn, settings.postgres.slot)
     return info is not None and info.active
 

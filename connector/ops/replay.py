@@ -12,7 +12,7 @@ from connector.core.lsn import Lsn
 from connector.errors import ReplicationError, SlotLostError
 from connector.sink.checkpoint import move_checkpoint, read_checkpoint
 from connector.sink.redis_client import client_for
-from connector.source.replication import conninfo
+from connector.source.connection import connect
 from connector.source.slots import slot_info, wait_released
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def rewind(settings: Settings, lsn: Lsn) -> Lsn:
 
     Only possible while the slot still holds those changes: `lsn` must not be older than the
     slot's confirmed position (keep a `pipeline.replay_window_s` to leave room)."""
-    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+    with connect(settings.postgres, "replay") as conn:
         confirmed = _slot_idle_or_fail(conn, settings)
     if lsn < confirmed:
         raise SlotLostError(

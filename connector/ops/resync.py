@@ -13,8 +13,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import psycopg
-
 from connector.config import Settings
 from connector.core.lsn import Lsn
 from connector.embed.base import Embedder
@@ -25,7 +23,7 @@ from connector.flow.targets import prepare, targets
 from connector.sink.checkpoint import read_checkpoint
 from connector.sink.redis_client import client_for
 from connector.source.catalog import inspect_table
-from connector.source.replication import conninfo
+from connector.source.connection import connect
 from connector.source.slots import slot_info
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,7 @@ def _make_visible(settings: Settings, applier: Applier, at: Lsn, everything: boo
     connector gets there within moments (wait for it); with none running, a copy of every
     table is itself consistent at `at`, so the visible LSN moves there now."""
     slot = settings.postgres.slot
-    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+    with connect(settings.postgres, "resync") as conn:
         info = slot_info(conn, slot)
     writer = applier.writer
     if info is not None and info.active:
@@ -78,8 +76,7 @@ def select_tables(settings: Settings, only: list[str] | None) -> list[str]:
 def resync(settings: Settings, embedder: Embedder, only: list[str] | None = None) -> ResyncReport:
     """Rebuild the index of the chosen tables (default: all) from a fresh consistent snapshot."""
     chosen = select_tables(settings, only)
-    dsn = conninfo(settings.postgres)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect(settings.postgres, "resync") as conn:
         tables = [inspect_table(conn, t) for t in settings.tables if t.qualified_name in chosen]
     client = client_for(settings.redis)
     try:

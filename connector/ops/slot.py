@@ -4,7 +4,6 @@ wrote (a connector moved to a new slot; sink.layout records each index's owner).
 
 from __future__ import annotations
 
-import psycopg
 import redis
 
 from connector.config import Settings
@@ -13,7 +12,7 @@ from connector.sink.checkpoint import forget_checkpoint, read_checkpoint
 from connector.sink.layout import Owner, read_owner, read_record, set_owner
 from connector.sink.redis_client import client_for
 from connector.source import slots
-from connector.source.replication import conninfo
+from connector.source.connection import connect
 from connector.source.server import system_identifier
 from connector.source.slots import slot_info
 
@@ -21,7 +20,7 @@ from connector.source.slots import slot_info
 def drop_slot(settings: Settings, force: bool = False) -> bool:
     """Drop the slot (decommission) and forget the checkpoint; True when a slot was dropped."""
     slot = settings.postgres.slot
-    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+    with connect(settings.postgres, "slot") as conn:
         info = slot_info(conn, slot)
         if info is None:
             return False
@@ -47,7 +46,7 @@ def take_over(settings: Settings, only: list[str] | None = None, force: bool = F
                           f"{', '.join(names)})")  # fmt: skip
     done = []
     with (
-        psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn,
+        connect(settings.postgres, "slot") as conn,
         client_for(settings.redis) as client,
     ):
         owner = Owner(slot, system_identifier(conn))

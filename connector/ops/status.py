@@ -6,7 +6,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import psycopg
 import redis
 
 from connector.config import Settings
@@ -19,7 +18,8 @@ from connector.sink.memory import eviction_policy, judge_policy, memory_usage
 from connector.sink.redis_client import client_for, command, text
 from connector.sink.schema import IndexSpec, read_meta
 from connector.sink.view import read_view, scan_manifests
-from connector.source.replication import conninfo, describe_dsn
+from connector.source.connection import connect
+from connector.source.replication import describe_dsn
 from connector.source.server import current_wal_lsn
 from connector.source.slots import slot_info
 
@@ -69,7 +69,7 @@ class Status:
 
 
 def _fill_slot(status: Status, settings: Settings) -> Lsn:
-    with psycopg.connect(conninfo(settings.postgres), autocommit=True) as conn:
+    with connect(settings.postgres, "status") as conn:
         info = slot_info(conn, settings.postgres.slot)
         current = current_wal_lsn(conn)
     status.current_wal_lsn = str(current)

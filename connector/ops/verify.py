@@ -30,8 +30,8 @@ from connector.sink.layout import current_keys, current_specs
 from connector.sink.redis_client import client_for, read_fields, text
 from connector.sink.view import read_view, scan_manifests
 from connector.source.catalog import inspect_table
-from connector.source.replication import conninfo
-from connector.source.snapshot import copy_table, open_snapshot
+from connector.source.connection import conninfo, open_snapshot
+from connector.source.snapshot import copy_table
 
 _EXAMPLES = 5
 

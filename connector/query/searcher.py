@@ -20,7 +20,7 @@ import redis
 
 from connector.config import EmbeddingSettings, Settings, load_settings
 from connector.core.fulltext import words as fulltext_words
-from connector.core.keys import alias_key, checkpoint_key
+from connector.core.keys import alias_key
 from connector.core.lsn import Lsn
 from connector.core.vectors import encode
 from connector.core.versions import Manifest
@@ -44,7 +44,8 @@ from connector.query.visibility import (
     visibility_filter,
     widened,
 )
-from connector.sink.redis_client import client_for, command, search_docs, text
+from connector.sink.checkpoint import read_progress
+from connector.sink.redis_client import client_for, command, search_docs
 from connector.sink.schema import IndexSpec, index_specs
 from connector.sink.view import View, parse_view, queue_view, read_manifests
 
@@ -161,13 +162,12 @@ class Searcher:
         began = time.monotonic()
         deadline = began + timeout_s
         while True:
-            raw, replaced = self.client.hmget(checkpoint_key(self.slot), ["visible", "replaced"])
-            current = Lsn.parse(text(raw)) if raw else Lsn(0)
+            current, replaced = read_progress(self.client, self.slot)
             if current >= target and not replaced:
                 return current
             if time.monotonic() >= deadline:
                 rebuilding = (
-                    f" (it is being rebuilt for another history of the source: {text(replaced)})"
+                    f" (it is being rebuilt for another history of the source: {replaced})"
                     if replaced
                     else ""
                 )

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 
 import redis
 
-from connector.core.keys import checkpoint_key
 from connector.core.lsn import Lsn
 from connector.core.versions import Manifest, id_lsn
 from connector.query.hits import Hit, Score, make_hit
-from connector.sink.redis_client import text
+from connector.sink.checkpoint import read_visible
 from connector.sink.schema import IndexSpec
 from connector.sink.view import View
 
@@ -48,8 +47,7 @@ def visibility_clause(visible: Lsn) -> str:
 def visibility_filter(client: redis.Redis, slot: str) -> str:
     """`visibility_clause` at the visible LSN Redis holds now for `slot`: prepend it to the
     query of an external client, e.g. `f"{visibility_filter(r, 'connector')} @source:{{faq}}"`."""
-    raw = client.hget(checkpoint_key(slot), "visible")
-    return visibility_clause(Lsn.parse(text(raw)) if raw else Lsn(0))
+    return visibility_clause(read_visible(client, slot))
 
 
 def current_hits(

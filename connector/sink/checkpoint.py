@@ -18,10 +18,19 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 from connector.core.keys import checkpoint_key
 from connector.core.lsn import Lsn
 from connector.sink.redis_client import Fields, text
+
+# Sets the checkpoint only where it still exists (or may be created): a FLUSHALL or an eviction
+# between staging and the flip must not leave a fresh checkpoint over an index that lost data.
+_FLIP = """
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,51 @@ def checkpoint_fields(lsn: Lsn, system_id: str, commit_time: float | None = None
     if commit_time is not None:
         fields["commit_time"] = f"{commit_time:.6f}"
     return fields
+
+
+def read_visible(client: redis.Redis, slot: str) -> Lsn:
+    """The visible LSN of `slot` (0/0 before the first flip)."""
+    return parse_visible(client.hget(checkpoint_key(slot), "visible"))
+
+
+def queue_visible(pipe: Pipeline, slot: str) -> None:
+    """Queue the read of the visible LSN on `pipe` (its reply: `parse_visible`)."""
+    pipe.hget(checkpoint_key(slot), "visible")
+
+
+def parse_visible(raw: bytes | str | None) -> Lsn:
+    """The visible LSN from the reply of `queue_visible` (0/0 when unset)."""
+    return Lsn.parse(text(raw)) if raw else Lsn(0)
+
+
+def read_progress(client: redis.Redis, slot: str) -> tuple[Lsn, str]:
+    """The visible LSN and why the indexes are being rebuilt for another history ("": they are
+    not), read together (a search waiting for an LSN)."""
+    raw, replaced = client.hmget(checkpoint_key(slot), ["visible", "replaced"])
+    return parse_visible(raw), text(replaced)
+
+
+def raise_visible(client: redis.Redis, slot: str, lsn: Lsn) -> None:
+    """Raise the visible LSN alone (never lowers it)."""
+    if lsn > read_visible(client, slot):
+        client.hset(checkpoint_key(slot), "visible", str(lsn))
+
+
+class Flip:
+    """The flip: one write of the checkpoint (where the stream resumes, what readers see), by
+    a script that refuses to recreate a checkpoint Redis lost."""
+
+    def __init__(self, client: redis.Redis, slot: str) -> None:
+        self._key = checkpoint_key(slot)
+        self._script = client.register_script(_FLIP)
+
+    def __call__(self, fields: Fields, visible: Lsn, expect_existing: bool) -> bool:
+        """Write `fields` (checkpoint_fields) and `visible`; False (nothing written) when
+        `expect_existing` and the checkpoint is gone."""
+        args = ["1" if expect_existing else "0"]
+        for name, value in {**fields, "visible": str(visible)}.items():
+            args += [str(name), str(value)]
+        return bool(self._script(keys=[self._key], args=args))
 
 
 def record_source(

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-import psycopg
-
 from connector.errors import ConfigError
+from connector.source.connection import connect_dsn
 
 MIGRATIONS_DIR: Traversable = files("connector") / "migrations"
 
@@ -42,7 +41,7 @@ def apply_migrations(dsn: str, folder: Traversable = MIGRATIONS_DIR) -> Migratio
     """Apply every not-yet-applied migration, each in its own transaction."""
     applied: list[str] = []
     skipped: list[str] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with connect_dsn(dsn) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('connector_migrations'))")
         conn.execute(_LEDGER)
         for path in migration_files(folder):

@@ -22,6 +22,7 @@ from psycopg import sql
 from connector.core.pgtypes import PgValue
 from connector.core.rows import RowState
 from connector.core.tables import TableInfo, gone_columns
+from connector.source.connection import connect_dsn
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Reselector:
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn, autocommit=True)
+            self._conn = connect_dsn(self._dsn)
         return self._conn
 
     def _fill_table(self, group: list[RowState], result: Reselected) -> None:

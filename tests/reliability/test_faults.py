@@ -27,6 +27,7 @@ from connector.config import Settings
 from connector.core.keys import checkpoint_key, staged_key
 from connector.core.lsn import Lsn
 from connector.query import searcher
+from connector.sink.checkpoint import read_visible
 from connector.sink.redis_client import connect
 from connector.source.server import current_wal_lsn
 from connector.testing.daemon import DaemonProcess
@@ -207,6 +208,7 @@ class _PhaseWatch:
         self.pubsub.psubscribe("__keyspace@0__:*")
         self.phase = phase
         self.staged = staged_key(slot)
+        self.slot = slot
         self.checkpoint = checkpoint_key(slot)
         self.wanted = {
             "staging": (self.staged.encode(), b"set"),
@@ -232,8 +234,7 @@ class _PhaseWatch:
     def _lsn(self) -> Lsn:
         if self.phase == "staging":
             return Lsn(int(self.client.get(self.staged) or 0))
-        raw = self.client.hget(self.checkpoint, "visible")
-        return Lsn.parse(raw.decode()) if raw else Lsn(0)
+        return read_visible(self.client, self.slot)
 
     def close(self) -> None:
         self.pubsub.close()
