@@ -190,7 +190,15 @@ def test_a_pause_at_maxmemory_under_a_flood_of_other_transactions_holds_memory_f
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("UPDATE documents SET body = body || ' paused' WHERE id <= 10")
-            flooded = flood(dsn, 25.0, threading.Event())
+            flooded = flood(dsn, 12.0, threading.Event())
+            # A reconnect inside the pause (here: the stream cut) is the same episode.
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    "WHERE slot_name = %s",
+                    [settings.postgres.slot],
+                )
+            flooded += flood(dsn, 13.0, threading.Event())
             running.assert_healthy("while Redis was full")
             paused_peak = running.cap.peak_mb()
         finally:
@@ -206,7 +214,7 @@ def test_a_pause_at_maxmemory_under_a_flood_of_other_transactions_holds_memory_f
             f"{before:.1f} MB to {paused_peak:.1f} MB"
         )
         assert len(errors) == 1 and "maxmemory" in errors[0], errors  # one per episode
-        assert running.daemon.reconnects == 0, running.daemon.lines("reconnecting")
+        assert running.daemon.reconnects >= 1, "the stream was not cut"
         assert_index_equals_table(settings, dsn)
         running.assert_healthy("at the end")
         admin.close()
