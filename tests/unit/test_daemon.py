@@ -1,4 +1,4 @@
-"""The daemon's start decision (connector.flow.daemon.resync_reason): resume from the checkpoint,
+"""The daemon's start decision (connector.flow.start.resync_reason): resume from the checkpoint,
 or copy the tables again, and why. Pure: no servers."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from connector.core.lsn import Lsn
 from connector.errors import ConfigError
-from connector.flow.daemon import resync_reason
+from connector.flow.start import resync_reason
 from connector.sink.checkpoint import Checkpoint
 from connector.source.slots import SlotInfo
 
