@@ -7,7 +7,7 @@ where each of its ancestors ended (`TIMELINE_HISTORY`). When they cannot be the 
 the index describes another one: a point-in-time restore, a restore into a new cluster, a
 failover to a replica that lacked commits, a `pg_upgrade`, a filesystem snapshot put back, or a
 slot made again below the index. Nothing streamed from the source then can be compared with what
-the index holds by LSN, so the daemon rebuilds the index from a fresh snapshot (flow.daemon).
+the index holds by LSN, so the daemon rebuilds the index from a fresh snapshot (flow.start).
 """
 
 from __future__ import annotations
