@@ -132,26 +132,35 @@ def plan_reindex(settings: Settings, model: Embedder, only: list[str] | None) ->
     return plans
 
 
+@dataclass(frozen=True, slots=True)
+class ReindexOptions:
+    """What `connector reindex` is asked besides the tables: print the plan only (`dry_run`),
+    drop a rebuild under way (`cancel`), rebuild even if memory looks short (`force`), follow
+    the rebuild until the switch (`wait`)."""
+
+    dry_run: bool = False
+    cancel: bool = False
+    force: bool = False
+    wait: bool = True
+
+
 def reindex(
     settings: Settings,
     embedder: Embedder,
     only: list[str] | None = None,
-    *,
-    dry_run: bool = False,
-    cancel: bool = False,
-    force: bool = False,
-    wait: bool = True,
+    options: ReindexOptions | None = None,
     stream: TextIO | None = None,
 ) -> int:
     """Rebuild (or change in place) the chosen indexes; returns the exit status."""
+    asked = options or ReindexOptions()
     out = stream or sys.stdout
     plans = plan_reindex(settings, embedder, only)
     for plan in plans:
         print(plan.describe(), file=out)
-    if dry_run:
+    if asked.dry_run:
         return 0
     with client_for(settings.redis) as client:
-        if cancel:
+        if asked.cancel:
             for plan in plans:
                 record = read_record(client, plan.alias)
                 if record is not None and record.building is not None:
@@ -159,8 +168,8 @@ def reindex(
                     print(f"index {plan.alias}: rebuild into {record.building.name} cancelled",
                           file=out)  # fmt: skip
             return 0
-        started = [_start(client, plan, force, out) for plan in plans]
-        if not wait or not any(started):
+        started = [_start(client, plan, asked.force, out) for plan in plans]
+        if not asked.wait or not any(started):
             return 0
         if not _streaming(settings):
             print(

@@ -149,7 +149,7 @@ def compare_table(
         k.decode() for k in client.scan_iter(match=keys.chunk_pattern(table.name), count=1000)
     }
     drift.garbage = len(present - listed)
-    _check_chunks(client, keys, table, wanted_chunks, present, drift, set(drift.stale))
+    _check_chunks(client, keys, table, wanted_chunks, present, drift)
     return drift
 
 
@@ -167,10 +167,10 @@ def _check_chunks(
     wanted: dict[str, tuple[str, dict[str, str]]],
     present: set[str],
     drift: Drift,
-    stale: set[str],
 ) -> None:
     """Each expected chunk exists, its text hashes as expected and is indexed as `fulltext`
-    has it, its metadata is current."""
+    has it, its metadata is current; a row with a chunk that is not is stale."""
+    stale = set(drift.stale)
     fields = ["content", ORIGINAL_FIELD, *table.settings.metadata, TRUNCATED_FIELD]
     for name, values in read_fields(client, list(wanted), *fields):
         digest, metadata = wanted[name]

@@ -1,5 +1,5 @@
-"""The HTTP API: the models that validate requests (and make the OpenAPI document), the routes,
-and what each failure becomes.
+"""The HTTP API: the routes, the guard every request passes, and what each failure becomes (the
+request model: serve.requests; the response models and the event stream: serve.responses).
 
 - `POST /v1/search`: hits with the visible LSN they reflect; `min_lsn` waits (bounded) until the
   index shows a commit (read-your-writes).
@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -50,7 +48,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -60,9 +57,21 @@ from connector.config import ServeSettings, Settings
 from connector.core.lsn import Lsn
 from connector.errors import ConnectorError, QueryError
 from connector.logs import redact
-from connector.query.answerer import Answerer, cited_sources
-from connector.query.searcher import Hit, NotCaughtUpError, Searcher, searcher
+from connector.query.answerer import Answerer
+from connector.query.searcher import NotCaughtUpError, Searcher, searcher
 from connector.serve.requests import Asked, Refused, RequestModel, request_model
+from connector.serve.responses import (
+    EVENT,
+    REFUSALS,
+    RETRY,
+    Health,
+    HitOut,
+    IndexState,
+    Problem,
+    SearchResponse,
+    events,
+    problem,
+)
 from connector.sink.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -70,47 +79,6 @@ log = logging.getLogger(__name__)
 _OPEN = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait for a slot
 _MEASURED = frozenset({"/v1/search", "/v1/ask", "/v1/index", "/healthz", "/readyz"})
-
-
-class HitOut(BaseModel):
-    table: str
-    key: list[str]
-    chunk: int
-    content: str
-    score: float
-    metadata: dict[str, str]
-    index: str  # the physical index that answered
-    cited: bool | None = None  # /v1/ask: whether the answer cites it
-
-    @classmethod
-    def of(cls, hit: Hit, cited: bool | None = None) -> HitOut:
-        return cls(
-            table=hit.table, key=list(hit.key), chunk=hit.chunk, content=hit.content,
-            score=hit.score, metadata=hit.metadata, index=hit.index, cited=cited,
-        )  # fmt: skip
-
-
-class SearchResponse(BaseModel):
-    hits: list[HitOut]
-    lsn: str = Field(description="the visible LSN: every commit up to it is in the answer")
-
-
-class IndexState(BaseModel):
-    index: str
-    physical: str
-    lsn: str
-    lag_seconds: float | None = Field(description="since the last applied commit was made")
-
-
-class Problem(BaseModel):
-    """Every refusal: what is wrong (the field, the limit and its setting) and the field."""
-
-    error: str
-    field: str | None = None
-
-
-class Health(BaseModel):
-    status: str
 
 
 class _Metrics:
@@ -162,36 +130,6 @@ class _Api:
         given = token.strip().encode()
         valid = any(hmac.compare_digest(given, known) for known in self.tokens)
         return scheme.lower() == "bearer" and valid
-
-
-def _problem(
-    status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    body = Problem(error=message, field=field).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-_RETRY = {"Retry-After": "1"}
-# One event of /v1/ask's stream (OpenAPI 3.1: the schema of an event stream is an event's).
-_EVENT = {
-    "type": "object",
-    "properties": {
-        "event": {"enum": ["token", "sources", "done", "error"]},
-        "data": {"type": "string", "description": "sources: a JSON list of hits"},
-    },
-    "required": ["event", "data"],
-}
-_REFUSALS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": description}
-    for status, description in [
-        (400, "not JSON; a filter on a field the index does not have, or a range on a tag field"),
-        (413, "a body over serve.max_body_bytes"),
-        (415, "no JSON Content-Type, or a charset other than UTF-8"),
-        (422, "the request's shape, types or limits"),
-        (503, "serve.max_concurrency requests in flight: retry after Retry-After"),
-        (504, "min_lsn not reached within serve.min_lsn_timeout_s"),
-    ]
-}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -293,14 +231,14 @@ class _Guard:
             and method != "OPTIONS"
             and not self.api.authorized(Headers(scope=scope))
         ):
-            return _problem(
+            return problem(
                 401, "missing or wrong bearer token: send Authorization: Bearer <token> "
                 "(serve.api_keys)", headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
         if self.slots.locked() and route not in _PROBES:
             busy = self.api.settings.serve.max_concurrency
-            return _problem(503, f"busy: {busy} requests in flight (serve.max_concurrency); "
-                            "retry", headers=_RETRY)  # fmt: skip
+            return problem(503, f"busy: {busy} requests in flight (serve.max_concurrency); "
+                            "retry", headers=RETRY)  # fmt: skip
         return None
 
 
@@ -310,33 +248,33 @@ def _errors(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ())[1:])  # ("query", "name")
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        return _problem(422, f"{where or 'request'}: {message}", where or None)
+        return problem(422, f"{where or 'request'}: {message}", where or None)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         # Starlette's own: no such route (404), method (405).
-        return _problem(exc.status_code, str(exc.detail), headers=exc.headers)
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Refused)
     async def refused(_request: Request, exc: Refused) -> JSONResponse:
-        return _problem(exc.status, exc.message, exc.field)
+        return problem(exc.status, exc.message, exc.field)
 
     @app.exception_handler(QueryError)
     async def bad_query(_request: Request, exc: QueryError) -> JSONResponse:
-        return _problem(400, str(exc))
+        return problem(400, str(exc))
 
     @app.exception_handler(NotCaughtUpError)
     async def not_caught_up(_request: Request, exc: NotCaughtUpError) -> JSONResponse:
-        return _problem(504, str(exc), "min_lsn", _RETRY)
+        return problem(504, str(exc), "min_lsn", RETRY)
 
     @app.exception_handler(ConnectorError)
     async def unavailable(_request: Request, exc: ConnectorError) -> JSONResponse:
-        return _problem(503, redact(str(exc)))
+        return problem(503, redact(str(exc)))
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
         log.warning("Redis failed a request: %s", redact(str(exc)))
-        return _problem(503, "Redis is not reachable or refused the request; retry")
+        return problem(503, "Redis is not reachable or refused the request; retry")
 
 
 def _routes(app: FastAPI, api: _Api) -> None:
@@ -350,7 +288,7 @@ def _routes(app: FastAPI, api: _Api) -> None:
         )  # fmt: skip
         return SearchResponse(hits=[HitOut.of(h) for h in result.hits], lsn=str(result.lsn))
 
-    @app.post("/v1/search", openapi_extra=body, responses=_REFUSALS)
+    @app.post("/v1/search", openapi_extra=body, responses=REFUSALS)
     async def search(request: Request) -> SearchResponse:
         asked = await api.requests.read(request)
         return await run_in_threadpool(found, asked)
@@ -362,12 +300,12 @@ def _routes(app: FastAPI, api: _Api) -> None:
         except Exception:
             answerer.close()
             raise
-        return StreamingResponse(_events(answerer, sources, tokens), media_type="text/event-stream")
+        return StreamingResponse(events(answerer, sources, tokens), media_type="text/event-stream")
 
     @app.post("/v1/ask", response_class=StreamingResponse, openapi_extra=body,
-              responses={200: {"content": {"text/event-stream": {"schema": _EVENT}},
+              responses={200: {"content": {"text/event-stream": {"schema": EVENT}},
                                "description": "Server-Sent Events: token..., sources, done "
-                                              "(or error)"}, **_REFUSALS})  # fmt: skip
+                                              "(or error)"}, **REFUSALS})  # fmt: skip
     async def ask(request: Request) -> StreamingResponse:
         asked = await api.requests.read(request)
         return await run_in_threadpool(answer, asked)
@@ -375,7 +313,7 @@ def _routes(app: FastAPI, api: _Api) -> None:
     names = Query(None, description="the index (default: the first)",
                   json_schema_extra={"enum": api.indexes})  # fmt: skip
 
-    @app.get("/v1/index", responses={422: _REFUSALS[422]})
+    @app.get("/v1/index", responses={422: REFUSALS[422]})
     def index(name: str | None = names) -> IndexState:
         found = api.searcher(name, "name")
         spec = found.check_index()
@@ -403,7 +341,7 @@ def _probes(app: FastAPI, api: _Api) -> None:
                 found.client.ping()
                 found.check_index()
         except (ConnectorError, redis.RedisError) as exc:
-            return _problem(503, f"not ready: {redact(str(exc))}")
+            return problem(503, f"not ready: {redact(str(exc))}")
         return JSONResponse({"status": "ready", "indexes": api.indexes})
 
     not_ready = {"model": Problem, "description": "not ready, and why"}
@@ -421,31 +359,3 @@ def _probes(app: FastAPI, api: _Api) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(resources.files("connector.serve").joinpath("page.html").read_text())
-
-
-def _events(answerer: Answerer, sources: list[Hit], tokens: Iterator[str]) -> Iterator[str]:
-    """The answer as Server-Sent Events (run by Starlette in a worker thread)."""
-    pieces: list[str] = []
-    try:
-        for piece in tokens:
-            pieces.append(piece)
-            yield _event("token", piece)
-        cited = cited_sources("".join(pieces), sources)
-        marked = [HitOut.of(h, any(h is c for c in cited)).model_dump() for h in sources]
-        yield _event("sources", json.dumps(marked))
-        yield _event("done", "")
-    except ConnectorError as exc:
-        yield _event("error", redact(str(exc)))
-    except Exception:  # the stream has begun: the status is sent; say so in it
-        log.exception("the answer stream failed")
-        yield _event("error", "the answer failed; see the server's log")
-    finally:
-        answerer.close()
-
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # each ends a line in an event stream
-
-
-def _event(name: str, data: str) -> str:
-    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
-    return f"event: {name}\n{lines}\n"
