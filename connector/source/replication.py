@@ -24,8 +24,6 @@ from connector.core.lsn import Lsn
 from connector.errors import ReplicationError
 from connector.source.connection import conninfo
 
-__all__ = ["ReplicationConnection", "conninfo", "describe_dsn"]  # conninfo: source.connection
-
 log = logging.getLogger(__name__)
 
 # Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).

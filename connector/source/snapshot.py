@@ -1,9 +1,10 @@
 """The consistent initial copy: every row of a table as of the slot's exported snapshot.
 
 The slot is created with EXPORT_SNAPSHOT; this module reads the tables inside that snapshot
-(REPEATABLE READ + SET TRANSACTION SNAPSHOT) with a server-side cursor, so the copy and the
-stream that starts at the slot's consistent point meet exactly: no row missed, none doubled.
-Values are read as PostgreSQL text (`col::text`), the same form wal2json sends.
+(source.connection.open_snapshot: REPEATABLE READ + SET TRANSACTION SNAPSHOT) with a server-side
+cursor, so the copy and the stream that starts at the slot's consistent point meet exactly: no
+row missed, none doubled. Values are read as PostgreSQL text (`col::text`), the same form
+wal2json sends.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from connector.core.changes import Op, RowChange
 from connector.core.pgtypes import PgValue
 from connector.core.tables import TableInfo
 from connector.errors import ConfigError
-from connector.source.connection import open_snapshot
-
-__all__ = ["copy_table", "count_rows", "open_snapshot"]  # open_snapshot: source.connection
 
 log = logging.getLogger(__name__)
 
