@@ -19,14 +19,18 @@ import redis
 
 from connector.config import Settings
 from connector.core.lsn import Lsn
+from connector.core.plan import ApplyStats, BatchWrite
 from connector.core.rows import BatchEffects
 from connector.embed.base import Embedder
+from connector.flow.embedding import Donor
 from connector.flow.health import TableHealth
-from connector.flow.planner import Donor, Planner, Reselect
+from connector.flow.planner import Planner, Reselect
 from connector.flow.targets import Target
-from connector.sink.gc import Collector
+from connector.sink.gc import Collector, Retention
 from connector.sink.layout import current_specs
-from connector.sink.writer import ApplyStats, BatchWrite, IndexWriter
+from connector.sink.schema import IndexSpec
+from connector.sink.view import RedisReads
+from connector.sink.writer import IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +47,29 @@ class Plan:
 
 
 class _TargetParts:
-    """The parts that write one target: its writer, planner and garbage collector."""
+    """The parts that write one target: its writer, planner (reading what the writer writes)
+    and garbage collector (with `retention`, or none)."""
 
     def __init__(
         self,
-        client: redis.Redis,
-        settings: Settings,
+        writer: IndexWriter,
         target: Target,
-        system_id: str,
         reselect: Reselect | None,
-        collector: bool,
+        retention: Retention | None,
         visible: Lsn,
     ) -> None:
-        own = target.settings(settings)
-        self.writer = IndexWriter(client, own, system_id, target.specs)
+        client = writer.client
+        self.writer = writer
         donor = None
         if target.donor:
             types = {t: s.vector.type for s in target.donor.values() for t in s.tables}
-            donor = Donor(IndexWriter(client, own, system_id, target.donor), types)
-        self.planner = Planner(self.writer, own, target.embedder, reselect, donor,
-                               dead_letters=not target.rebuild)  # fmt: skip
-        self.collector = Collector(client, own, visible, target.specs) if collector else None
+            keys = {t: s.keys for s in target.donor.values() for t in s.tables}
+            donor = Donor(RedisReads(client, keys), types)
+        self.planner = Planner(RedisReads(client, writer.keys), target.tables, target.embedder,
+                               reselect, donor, dead_letters=not target.rebuild)  # fmt: skip
+        self.collector = (
+            Collector(client, target.specs, visible, retention) if retention is not None else None
+        )
 
 
 class Applier:
@@ -86,13 +92,20 @@ class Applier:
         self.system_id = system_id
         if targets is None:
             targets = [Target(current_specs(client, settings), list(settings.tables), embedder)]
+
+        def writer(specs: dict[str, IndexSpec]) -> IndexWriter:
+            slot, limit = settings.postgres.slot, settings.pipeline.deadletter_max
+            return IndexWriter(client, specs, slot, limit, system_id)
+
         # The first target's writer flips the checkpoint (one per slot, shared by all).
-        self.writer = IndexWriter(client, settings, system_id, targets[0].specs)
+        self.writer = writer(targets[0].specs)
         self.stats = ApplyStats()
         self.visible = self.writer.visible()  # what readers see; it never moves back
+        pipeline = settings.pipeline
+        retention = Retention(pipeline.gc_grace_s, pipeline.tombstone_ttl_s)
+        collecting = retention if collect_garbage else None
         self._parts = [
-            _TargetParts(client, settings, t, system_id, reselect, collect_garbage, self.visible)
-            for t in targets
+            _TargetParts(writer(t.specs), t, reselect, collecting, self.visible) for t in targets
         ]
         self.collector = self._parts[0].collector
         # The daemon's outlives its attempts (an episode is logged once); a copy's only logs.

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
+from connector.core.plan import BatchWrite
 from connector.metrics import Metrics
 from connector.sink.failing import Failing, clear_failing, read_failing, record_failing
-from connector.sink.writer import BatchWrite, IndexWriter
+from connector.sink.writer import IndexWriter
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import redis
 from connector.config import Settings
 from connector.core.keys import stats_key
 from connector.core.lsn import Lsn
+from connector.core.plan import ApplyStats
 from connector.embed.base import Embedder
 from connector.logs import redact
 from connector.metrics import Metrics
 from connector.sink.gc import GcStats
 from connector.sink.redis_client import Fields
-from connector.sink.writer import ApplyStats
 from connector.source.connection import connect
 from connector.source.server import emit_heartbeat, table_exists
 from connector.source.slots import retained_wal

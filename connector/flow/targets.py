@@ -57,23 +57,16 @@ class Layout:
 
 @dataclass(slots=True)
 class Target:
-    """Physical indexes written together with one model: the current ones of that model, or a
-    rebuild's new index (`rebuild`). A rebuild that keeps the model takes its vectors from the
-    index it replaces (`donor`)."""
+    """Physical indexes written together with one model (`embedder`'s): the current ones of
+    that model, or a rebuild's new index (`rebuild`). `tables` are its tables' settings as these
+    indexes are built (a current index a rebuild replaces keeps those it was built with). A
+    rebuild that keeps the model takes its vectors from the index it replaces (`donor`)."""
 
     specs: dict[str, IndexSpec]
     tables: list[TableSettings]
     embedder: Embedder
     rebuild: bool = False
     donor: dict[str, IndexSpec] = field(default_factory=dict)
-
-    def settings(self, settings: Settings) -> Settings:
-        """`settings` with this target's tables and model."""
-        provider, model, dimensions = _model_of(self.embedder)
-        embedding = settings.embedding.model_copy(
-            update={"provider": provider, "model": model, "dimensions": dimensions}
-        )
-        return settings.model_copy(update={"tables": self.tables, "embedding": embedding})
 
 
 def _model_of(model: Model) -> tuple[str, str, int]:

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import redis
 
-from connector.config import Settings
 from connector.core.keys import Keyspace
 from connector.core.lsn import Lsn
-from connector.core.versions import Manifest, floor_at, id_lsn, parse_floors
-from connector.sink.schema import IndexSpec, index_specs
+from connector.core.versions import Garbage, Manifest, floor_at, id_lsn, parse_floors
+from connector.sink.schema import IndexSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,15 @@ _SPILL_TTL_S = 24 * 3600  # a spill a crash left behind goes by itself (the swee
 _SPILL_ROWS = 500  # spilled rows read back and collected per round trip
 _SWEEP_COUNT = 200  # keys the sweep reads per step
 _BUSY_SWEEP_S = 1.0  # while batches keep coming, a sweep step at most this often
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long what a reader may still need is kept: a superseded version, `grace_s` after
+    its successor became visible; a deleted row's tombstone, `tombstone_ttl_s`."""
+
+    grace_s: float
+    tombstone_ttl_s: int
 
 
 @dataclass(slots=True)
@@ -62,19 +70,19 @@ class _Spill:
 
 
 class Collector:
-    """Collects in bounded steps; `staged` and `flipped` tell it what each piece superseded."""
+    """Collects in the physical indexes `specs` (by index name), in bounded steps, from the
+    visible LSN `visible` on; `staged` and `flipped` tell it what each piece superseded."""
 
     def __init__(
         self,
         client: redis.Redis,
-        settings: Settings,
+        specs: Mapping[str, IndexSpec],
         visible: Lsn,
-        specs: Mapping[str, IndexSpec] | None = None,
+        retention: Retention,
     ) -> None:
         self.client = client
-        self.grace_s = settings.pipeline.gc_grace_s
-        self.tombstone_ttl_s = settings.pipeline.tombstone_ttl_s
-        specs = specs if specs is not None else index_specs(settings.tables)
+        self.grace_s = retention.grace_s
+        self.tombstone_ttl_s = retention.tombstone_ttl_s
         self.spaces = {table: spec.keys for spec in specs.values() for table in spec.tables}
         self._indexes = [spec.keys for spec in specs.values()]
         self._history: deque[tuple[float, Lsn]] = deque([(time.monotonic(), visible)])
@@ -222,22 +230,14 @@ class Collector:
         }
         write = self.client.pipeline(transaction=False)
         for (table, key), raw in zip(rows, replies[: len(rows)], strict=True):
-            manifest = Manifest.parse(raw)
-            self._collect_row(write, spaces[table], table, key, manifest, settled, floors[table])
+            garbage = Manifest.parse(raw).collect(settled, floors[table])
+            self._collect_row(write, spaces[table], table, key, garbage)
         write.execute()
         return len(rows)
 
     def _collect_row(
-        self,
-        pipe: redis.client.Pipeline,
-        keys: Keyspace,
-        table: str,
-        key: str,
-        manifest: Manifest,
-        settled: Lsn,
-        floor: Lsn | None,
+        self, pipe: redis.client.Pipeline, keys: Keyspace, table: str, key: str, garbage: Garbage
     ) -> None:
-        garbage = manifest.collect(settled, floor)
         if not garbage and not garbage.tomb:
             return
         for chunk in garbage.chunks:

@@ -16,24 +16,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import redis
 
-from connector.config import Settings
 from connector.core.changes import RowChange
 from connector.core.fulltext import ORIGINAL_FIELD, content_fields
-from connector.core.keys import checkpoint_key, staged_key
+from connector.core.keys import staged_key
 from connector.core.lsn import Lsn
-from connector.core.rows import RowState
-from connector.core.versions import LEAF_FIELD, Manifest, Version, parse_floors
+from connector.core.plan import ApplyStats, BatchWrite, RowWrite
+from connector.core.versions import LEAF_FIELD, Version
 from connector.errors import ResyncNeeded
-from connector.sink.checkpoint import checkpoint_fields
-from connector.sink.redis_client import Fields, read_fields, text
-from connector.sink.schema import IndexSpec, index_specs
-from connector.sink.view import read_manifests, scan_manifests
+from connector.sink.checkpoint import Flip, checkpoint_fields, raise_visible, read_visible
+from connector.sink.redis_client import Fields
+from connector.sink.schema import IndexSpec
+from connector.sink.view import scan_manifests
 
 log = logging.getLogger(__name__)
 
@@ -47,149 +45,42 @@ _PACED_COMMANDS = 8
 _IN_FLIGHT = 1
 _SENDERS = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="connector-send")
 
-# Sets the checkpoint only where it still exists (or may be created): a FLUSHALL or an eviction
-# between staging and the flip must not leave a fresh checkpoint over an index that lost data.
-_FLIP = """
-if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return 1
-"""
-
-
-@dataclass(slots=True)
-class ApplyStats:
-    upserted: int = 0
-    deleted: int = 0
-    metadata_only: int = 0
-    skipped_stale: int = 0
-    chunks_written: int = 0
-    chunks_deleted: int = 0
-    chunks_embedded: int = 0
-    dead_letters: int = 0
-    reselected: int = 0  # rows whose left-out content columns were read back from Postgres
-
-    def add(self, other: ApplyStats) -> None:
-        for name in ApplyStats.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass(slots=True)
-class NewChunk:
-    id: str
-    text: str
-    vector: bytes | None
-    position: int
-
-
-@dataclass(slots=True)
-class RowWrite:
-    """The finished write of one row: its new version and the chunk hashes it adds. Pending
-    versions at or after its LSN (a restart staging the same transaction again, or a row
-    changed twice in one large transaction) are `replaces`: the new version follows them."""
-
-    state: RowState
-    version: Version
-    chunks: list[NewChunk] = field(default_factory=list)
-    metadata: dict[str, str | float] = field(default_factory=dict)
-    replaces: list[Version] = field(default_factory=list)
-    known: list[Version] = field(default_factory=list)  # the row's versions, for vector reuse
-    kept: list[NewChunk] = field(default_factory=list)  # a copy's unchanged chunks, to check
-
-
-@dataclass(slots=True)
-class BatchWrite:
-    """Everything one batch (or one piece of a large transaction) stages."""
-
-    rows: list[RowWrite]
-    truncated: dict[str, Lsn]  # table -> LSN of its last TRUNCATE in the batch
-    letters: list[tuple[RowChange, str]]  # dead letters: the change and why
-    last_lsn: Lsn
-    stats: ApplyStats = field(default_factory=ApplyStats)
-    # Tables of `truncated` whose rows staged at the truncate's LSN (earlier pieces of its
-    # transaction) are deleted at it (core.rows.BatchEffects.truncated_staged).
-    truncated_staged: set[str] = field(default_factory=set)
-
 
 class IndexWriter:
-    """Reads what the planner needs, stages planned batches and flips the visible LSN, for every
-    configured index."""
+    """Stages planned batches into the physical indexes `specs` (sink.layout, by index name),
+    and flips the visible LSN of `slot`'s checkpoint. Dead letters go to each index's stream,
+    trimmed at about `deadletter_max` entries."""
 
     def __init__(
         self,
         client: redis.Redis,
-        settings: Settings,
+        specs: Mapping[str, IndexSpec],
+        slot: str,
+        deadletter_max: int,
         system_id: str = "",
-        specs: Mapping[str, IndexSpec] | None = None,
     ) -> None:
         self.client = client
-        self.settings = settings
+        self.slot = slot
         self.system_id = system_id
-        # The physical indexes written (sink.layout), by index name: the settings' own by default.
-        self.specs = dict(specs) if specs is not None else index_specs(settings.tables)
+        self.deadletter_max = deadletter_max
+        self.specs = dict(specs)
         self.keys = {table: spec.keys for spec in self.specs.values() for table in spec.tables}
         self._letters = {t: spec.deadletter for spec in self.specs.values() for t in spec.tables}
-        self._checkpoint_key = checkpoint_key(settings.postgres.slot)
-        self._staged_key = staged_key(settings.postgres.slot)
-        self._flip = client.register_script(_FLIP)
+        self._staged_key = staged_key(slot)
+        self._flip = Flip(client, slot)
         # Set once this writer has flipped or resumed from a checkpoint: from then on a missing
         # checkpoint means Redis lost data.
         self.expect_checkpoint = False
         self.share = 1.0  # the share of time staging may keep Redis busy (Applier.pace)
 
-    # ----------------------------------------------------------------- reads for the planner
-
-    def manifests(self, rows: Sequence[tuple[str, str]]) -> list[Manifest]:
-        """The manifest of each row (table, encoded key), in order."""
-        return read_manifests(self.client, self.keys, rows)
-
-    def rows_in_leaf(self, table: str, leaf: str) -> list[str]:
-        """The encoded keys of `table`'s rows whose manifest says they are in partition `leaf`
-        (a scan of the table's manifests, in bounded steps: a TRUNCATE of one partition)."""
-        keys = self.keys[table]
-        found: list[str] = []
-        names: list[bytes] = []
-
-        def check() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for name in names:
-                pipe.hget(name, LEAF_FIELD)
-            for name, value in zip(names, pipe.execute(), strict=True):
-                if value is not None and text(value) == leaf:
-                    found.append(keys.key_from_row(text(name), table))
-            names.clear()
-
-        for name in self.client.scan_iter(match=keys.row_pattern(table), count=1000):
-            names.append(name)
-            if len(names) >= 500:
-                check()
-        check()
-        return found
-
     def set_visible(self, lsn: Lsn) -> None:
         """Raise the visible LSN alone (never lowers it): a resync of every table while no
         daemon streams, whose copy holds all of them as of `lsn`."""
-        if lsn > self.visible():
-            self.client.hset(self._checkpoint_key, "visible", str(lsn))
-
-    def floors(self, tables: Iterable[str]) -> dict[str, list[Lsn]]:
-        """The truncate floors of each table."""
-        names = sorted(set(tables))
-        pipe = self.client.pipeline(transaction=False)
-        for table in names:
-            pipe.hgetall(self.keys[table].floor(table))
-        return {t: parse_floors(raw) for t, raw in zip(names, pipe.execute(), strict=True)}
-
-    def chunk_fields(
-        self, chunks: Sequence[tuple[str, str, str]], *fields: str
-    ) -> list[list[bytes | None]]:
-        """Fields of chunk hashes (table, row key, chunk id); None where a chunk is gone."""
-        keys = [self.keys[t].chunk(t, k, c) for t, k, c in chunks]
-        return [values for _key, values in read_fields(self.client, keys, *fields)]
+        raise_visible(self.client, self.slot, lsn)
 
     def visible(self) -> Lsn:
         """The checkpoint's visible LSN (0/0 before the first flip)."""
-        raw = self.client.hget(self._checkpoint_key, "visible")
-        return Lsn.parse(text(raw)) if raw else Lsn(0)
+        return read_visible(self.client, self.slot)
 
     # ----------------------------------------------------------------- staging
 
@@ -291,8 +182,7 @@ class IndexWriter:
             "error": error,
             "row": _row_summary(change),
         }
-        limit = self.settings.pipeline.deadletter_max
-        out.pipe.xadd(stream, entry, maxlen=limit, approximate=True)
+        out.pipe.xadd(stream, entry, maxlen=self.deadletter_max, approximate=True)
         out.queued()
         stats.dead_letters += 1
 
@@ -307,13 +197,9 @@ class IndexWriter:
         """Set the checkpoint: resume the stream after `lsn`, readers see versions up to
         `visible`. Raises ResyncNeeded when Redis lost the checkpoint this writer relies on."""
         fields = checkpoint_fields(lsn, self.system_id, commit_time)
-        fields["visible"] = str(visible)
-        args = ["1" if self.expect_checkpoint else "0"]
-        for name, value in fields.items():
-            args += [str(name), str(value)]
-        if not self._flip(keys=[self._checkpoint_key], args=args):
+        if not self._flip(fields, visible, self.expect_checkpoint):
             raise ResyncNeeded(
-                f"Redis lost the checkpoint of slot {self.settings.postgres.slot} (FLUSHALL, "
+                f"Redis lost the checkpoint of slot {self.slot} (FLUSHALL, "
                 "restart without persistence, or eviction): resynchronising from a snapshot"
             )
         self.expect_checkpoint = True
