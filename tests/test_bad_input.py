@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from connector.config import Settings
+from connector.core.chunking import TRUNCATED_FIELD
 from connector.core.keys import Keyspace, deadletter_key
 from connector.errors import ConfigError
 from connector.sink.redis_client import connect
@@ -97,8 +98,12 @@ def test_large_unicode_and_control_character_bodies_are_indexed(
     assert ("2",) in keys_of(found, "Launch day 🚀🔥 engineers", k=3)
     assert ("5",) in keys_of(found, "bell backspace escape formfeed", k=3)
     client = connect(redis_url)
-    chunks = len(newest_version(client, KEYS, TABLE, "1").chunks)
-    assert chunks > 1000
+    # Indexed up to [[tables]] max_content_tokens (100,000 by default; the text has ~1M), and
+    # marked as cut.
+    version = newest_version(client, KEYS, TABLE, "1")
+    assert 100_000 // 512 < len(version.chunks) < 1000
+    first = client.hget(KEYS.chunk(TABLE, "1", version.chunks[0]), TRUNCATED_FIELD)
+    assert first is not None
     client.close()
     assert dead_letters(redis_url) == []
     assert_index_equals_table(settings, migrated_dsn)
