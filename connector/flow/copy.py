@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import psycopg
 
@@ -38,18 +39,28 @@ Report = Callable[[int, int], None]
 _TEMPORARY_SLOTS = itertools.count(1)
 
 
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    """How a copy runs, besides what it copies: `stop` ends it between batches, `report` hears
+    its progress, `only` names the one partition of the tables to copy."""
+
+    stop: threading.Event | None = None
+    report: Report | None = None
+    only: str | None = None
+
+
 def copy_tables(
     conn: psycopg.Connection[tuple[object, ...]],
     applier: Applier,
     tables: Iterable[TableInfo],
     at: Lsn,
     batch_rows: int,
-    stop: threading.Event | None = None,
-    report: Report | None = None,
-    only: str | None = None,
+    options: CopyOptions | None = None,
 ) -> int:
-    """Write every row of `tables` (of their partition `only`), as `conn`'s snapshot sees
-    them, as of LSN `at`."""
+    """Write every row of `tables` (of their partition `options.only`), as `conn`'s snapshot
+    sees them, as of LSN `at`."""
+    copying = options or CopyOptions()
+    stop, report, only = copying.stop, copying.report, copying.only
     chosen = list(tables)
     counts = [count_rows(conn, table, only) for table in chosen]
     copied = 0
@@ -77,14 +88,14 @@ def copy_at_new_snapshot(
     applier: Applier,
     tables: list[TableInfo],
     purpose: str,
-    stop: threading.Event | None = None,
-    report: Report | None = None,
-    only: str | None = None,
+    options: CopyOptions | None = None,
 ) -> tuple[Lsn, int]:
     """Copy `tables` as of a fresh consistent snapshot (exported by a temporary slot, which
     goes with its connection), and raise their floors to it: once readers are at that LSN they
     see the copy, and rows the copy did not rewrite are hidden. Returns the LSN and the rows.
-    With `only` (a partition new to the connector) just its rows are copied, no floor raised."""
+    With `options.only` (a partition new to the connector) just its rows are copied, no floor
+    raised."""
+    options = options or CopyOptions()
     name = f"{settings.postgres.slot}_{purpose}_{os.getpid()}_{next(_TEMPORARY_SLOTS)}"
     repl = ReplicationConnection(settings.postgres, name)
     try:
@@ -93,10 +104,10 @@ def copy_at_new_snapshot(
         log.info("%s of %s from a snapshot at %s", purpose, ", ".join(t.name for t in tables), at)
         with open_snapshot(conninfo(settings.postgres), snapshot) as conn:
             batch = settings.pipeline.batch_max_rows
-            rows = copy_tables(conn, applier, tables, at, batch, stop, report, only)
+            rows = copy_tables(conn, applier, tables, at, batch, options)
             conn.rollback()
     finally:
         repl.close()
-    for table in tables if only is None else ():
+    for table in tables if options.only is None else ():
         applier.raise_floor(table.name, at)
     return at, rows

@@ -38,7 +38,7 @@ from connector.core.keys import partitions_key
 from connector.core.tables import TableInfo, routes
 from connector.errors import ConfigError, ReplicationError
 from connector.flow.applier import Applier
-from connector.flow.copy import copy_at_new_snapshot
+from connector.flow.copy import CopyOptions, copy_at_new_snapshot
 from connector.flow.targets import Target
 from connector.logs import redact
 from connector.sink.redis_client import Fields, client_for, text
@@ -256,8 +256,9 @@ class _LeafCopy(threading.Thread):
         client = client_for(self.settings.redis)
         try:
             applier = Applier(client, self.settings, self.found[0].embedder, targets=self.found)
+            copying = CopyOptions(self.stop, only=self.leaf)
             at, rows = copy_at_new_snapshot(
-                self.settings, applier, [self.table], "partition", self.stop, only=self.leaf
+                self.settings, applier, [self.table], "partition", copying
             )
             client.hset(self.key, self.leaf, self.table.name)
             log.info("table %s: copied %d rows of partition %s as of %s", self.table.name,

@@ -29,7 +29,7 @@ from connector.core.tables import TableInfo
 from connector.embed.base import Embedder
 from connector.errors import ConfigError
 from connector.flow.applier import Applier
-from connector.flow.copy import copy_at_new_snapshot
+from connector.flow.copy import CopyOptions, copy_at_new_snapshot
 from connector.flow.targets import Layout, Target, prepare
 from connector.logs import redact
 from connector.sink.layout import (
@@ -82,9 +82,8 @@ class Copier(threading.Thread):
             applier.pace(self.settings.reindex.copy_share)
             purpose = "rebuild" if self.rebuild else "backfill"
             report = progress_of(client, self.alias) if self.rebuild else None
-            at, rows = copy_at_new_snapshot(
-                self.settings, applier, self.tables, purpose, self.stop, report
-            )
+            copying = CopyOptions(self.stop, report)
+            at, rows = copy_at_new_snapshot(self.settings, applier, self.tables, purpose, copying)
             if self.rebuild:
                 mark_copied(client, self.alias, at)
             else:

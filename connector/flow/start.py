@@ -22,7 +22,7 @@ from connector.core.tables import TableInfo
 from connector.embed.base import Embedder
 from connector.errors import ConfigError
 from connector.flow.applier import Applier
-from connector.flow.copy import copy_tables
+from connector.flow.copy import CopyOptions, copy_tables
 from connector.flow.partitions import Partitions
 from connector.flow.rebuild import bound_tables, progress_of, rebuild_every_index
 from connector.flow.state import DaemonState
@@ -107,7 +107,7 @@ class Start:
         with open_snapshot(conninfo(self.settings.postgres), snapshot) as conn:
             batch = self.settings.pipeline.batch_max_rows
             tables = self.tables.values()
-            copy_tables(conn, applier, tables, consistent, batch, self.state.stop)
+            copy_tables(conn, applier, tables, consistent, batch, CopyOptions(self.state.stop))
             conn.rollback()
         for table in self.tables:  # rows Redis held from before, that the copy did not rewrite
             applier.raise_floor(table, consistent)
@@ -164,7 +164,8 @@ class Start:
                                   targets=[target])  # fmt: skip
                 infos = bound_tables(self.tables, target)
                 report = progress_of(client, alias)
-                copy_tables(conn, applier, infos, consistent, batch, self.state.stop, report)
+                copying = CopyOptions(self.state.stop, report)
+                copy_tables(conn, applier, infos, consistent, batch, copying)
             conn.rollback()
         self.partitions.record_copied(client)
         return consistent
