@@ -1,6 +1,7 @@
 """The Redis writes of the connector: staging versions, and the flip that makes them visible.
 
-The flow's planner hands over finished writes (chunks cut, vectors embedded, chunk ids assigned).
+The flow's planner hands over finished writes (core.plan: chunks cut, vectors embedded, chunk ids
+assigned); the writer reads nothing for it (the planner reads through sink.view.RedisReads).
 `stage` writes the new chunk hashes, then the rows' new manifest versions, truncate floors and
 dead letters, in pipelines of a bounded number of commands, never in MULTI: a query waits behind a
 few commands at most, and the versions it writes are invisible (their LSN is above the visible
