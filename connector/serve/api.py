@@ -163,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
 def _declare(app: FastAPI, api: _Api) -> None:
     """The OpenAPI document with the request model of the settings (the routes read their
     bodies themselves: FastAPI's parsing takes NaN and says nothing of the Content-Type)."""
+
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
