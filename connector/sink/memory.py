@@ -202,30 +202,29 @@ class RebuildEstimate:
         )
 
 
-# Chunk hashes sampled for their size (MEMORY USAGE), and the share added for the rows'
-# manifests and the index structures FT.INFO does not itemise.
-_SAMPLE = 50
+# Chunk hashes sampled for their size, and the share added for the rows' manifests and the
+# index structures FT.INFO does not itemise. Each is measured whole (MEMORY USAGE ... SAMPLES 0):
+# Redis's default measures 5 fields of a hash and multiplies, and which 5 depends on the
+# server's random hash seed, so the same data gave estimates twice apart across restarts.
+_SAMPLE = 200
 _OVERHEAD = 1.15
+# FT.INFO's sizes besides the vector index; the inverted index holds deleted documents' entries
+# until RediSearch's garbage collection removes them (a swing of a few percent of the total).
+_OTHER_SIZES = (b"inverted_sz_mb", b"offset_vectors_sz_mb", b"doc_table_size_mb",
+                b"sortable_values_size_mb", b"key_table_size_mb")  # fmt: skip
 
 
 def estimate_rebuild(client: redis.Redis, index: Physical, vector_ratio: float) -> RebuildEstimate:
     """What a copy of `index` takes when its vectors grow by `vector_ratio` (new dimensions and
-    type over old): its chunk hashes (sampled), its vector index and its other index structures
-    (FT.INFO)."""
+    type over old): its chunk hashes (sampled, each measured whole), its vector index and its
+    other index structures (FT.INFO). The same data gives the same estimate, within about 5%
+    (the keys SCAN samples, and garbage not yet collected in the inverted index)."""
     info = command(client, "FT.INFO", index.name)
     docs = int(info.get(b"num_docs", 0) or 0)
     mb = 1 << 20
     vectors = float(info.get(b"vector_index_sz_mb", 0) or 0) * mb
-    other = sum(
-        float(info.get(name, 0) or 0) * mb
-        for name in (b"inverted_sz_mb", b"offset_vectors_sz_mb", b"doc_table_size_mb",
-                     b"sortable_values_size_mb", b"key_table_size_mb")
-    )  # fmt: skip
-    sizes = []
-    for key in client.scan_iter(match=f"{index.prefix}:chunk:*", count=200):
-        sizes.append(int(client.memory_usage(key) or 0))
-        if len(sizes) >= _SAMPLE:
-            break
+    other = sum(float(info.get(name, 0) or 0) * mb for name in _OTHER_SIZES)
+    sizes = chunk_sizes(client, index, _SAMPLE)
     hashes = docs * (sum(sizes) / len(sizes)) if sizes else 0.0
     stored_vector = vectors / docs if docs else 0.0  # per chunk, about its blob in the hash too
     hashes += docs * stored_vector * (vector_ratio - 1) / 2
@@ -234,6 +233,16 @@ def estimate_rebuild(client: redis.Redis, index: Physical, vector_ratio: float) 
     return RebuildEstimate(
         int(needed), int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
     )
+
+
+def chunk_sizes(client: redis.Redis, index: Physical, sample: int) -> list[int]:
+    """The bytes of up to `sample` chunk hashes of `index`, each measured whole."""
+    sizes = []
+    for key in client.scan_iter(match=f"{index.prefix}:chunk:*", count=500):
+        sizes.append(int(client.memory_usage(key, samples=0) or 0))
+        if len(sizes) >= sample:
+            break
+    return sizes
 
 
 def _megabytes(value: int) -> str:
