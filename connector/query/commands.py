@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from redis.typing import EncodableT
 
+from connector.core.engine import TEXT_SCORER
 from connector.core.lsn import Lsn
 from connector.query.filters import Query
 from connector.query.hits import returned_fields
@@ -21,7 +22,8 @@ from connector.sink.schema import IndexSpec
 _MIN_EF = 100
 # A filter matching at most this many chunks is searched by brute force (exact, and about as fast
 # as HNSW at that size); more are searched in HNSW with the filter applied in batches.
-_BRUTE_FORCE_MAX = 2_000
+BRUTE_FORCE_MAX = 2_000
+_FEW, _MANY = "ADHOC_BF", "HYBRID_POLICY BATCHES"
 
 Command = list[EncodableT]
 
@@ -41,7 +43,7 @@ def choose_policy(count_reply: object) -> str:
     at 100k chunks, 10% matching; bench/): few matches are brute-forced, more are searched in
     HNSW batches (p99 1.5 ms)."""
     matching = int(count_reply.get(b"total_results", 0)) if isinstance(count_reply, dict) else 0
-    return "ADHOC_BF" if matching <= _BRUTE_FORCE_MAX else "HYBRID_POLICY BATCHES"
+    return _FEW if matching <= BRUTE_FORCE_MAX else _MANY
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,12 @@ class SearchCommands:
         return replace(
             self, knn_options=replace(self.knn_options, policy=choose_policy(count_reply))
         )
+
+    def policies(self) -> tuple[SearchCommands, SearchCommands]:
+        """These commands for a filter that matches at most BRUTE_FORCE_MAX documents, and for
+        one that matches more (the count's reply picks one where it is read: `counted`)."""
+        few = replace(self, knn_options=replace(self.knn_options, policy=_FEW))
+        return few, replace(self, knn_options=replace(self.knn_options, policy=_MANY))
 
     def count(self) -> Command:
         """How many documents the user's filters match (the count decides the policy)."""
@@ -105,8 +113,10 @@ class SearchCommands:
     def _search(self, where: str, query: Query, k: int, by_score: bool) -> Command:
         """FT.SEARCH with the query's parameters, returning the fields a hit needs."""
         sort: Command = ["SORTBY", "__score", "ASC"] if by_score else []
+        # A full-text ranking names its scorer: servers differ in their default (core.engine).
+        scorer: Command = [] if by_score else ["SCORER", TEXT_SCORER]
         fields = [*returned_fields(self.spec), *(["__score"] if by_score else [])]
         return [
-            "FT.SEARCH", self.spec.name, where, *query.args(), *sort,
+            "FT.SEARCH", self.spec.name, where, *query.args(), *sort, *scorer,
             "RETURN", str(len(fields)), *fields, "LIMIT", "0", str(k), "DIALECT", "2",
         ]  # fmt: skip

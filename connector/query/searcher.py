@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TypedDict, Unpack, cast
 
 import redis
+from redis.client import Pipeline
 
 from connector.config import EmbeddingSettings, Settings, load_settings
 from connector.core.fulltext import words as fulltext_words
@@ -28,11 +29,12 @@ from connector.embed import make_embedder
 from connector.embed.base import Embedder
 from connector.errors import ConnectorError, NotCaughtUpError, QueryError, RedisIndexError
 from connector.query.alias import Moved, ResolvedIndex, resolve_alias, switched, under
-from connector.query.commands import Command, KnnOptions, SearchCommands
+from connector.query.commands import BRUTE_FORCE_MAX, Command, KnnOptions, SearchCommands
 from connector.query.embedders import QueryEmbedders
 from connector.query.filters import FilterValue, build_query
 from connector.query.fusion import fuse_rankings
 from connector.query.hits import Found, Hit, Score, knn_score, no_score
+from connector.query.trip import Answer, Ask, Recorded, Trip
 from connector.query.visibility import (
     MAX_FETCH,
     Docs,
@@ -45,7 +47,7 @@ from connector.query.visibility import (
     widened,
 )
 from connector.sink.checkpoint import read_progress
-from connector.sink.redis_client import client_for, command, search_docs
+from connector.sink.redis_client import client_for
 from connector.sink.schema import IndexSpec, index_specs
 from connector.sink.view import View, parse_view, queue_view, read_manifests
 
@@ -113,6 +115,8 @@ class Searcher:
         self._embedders = QueryEmbedders(embedder, embedding, query_cache_size)
         self._resolved = ResolvedIndex(spec, embedder, None)
         self._checked = False
+        self._trip = Trip(client)
+        self._view_reads: dict[str, list[Command]] = {}  # by physical index
         self._lock = threading.Lock()  # `_resolved` is replaced by any searching thread
 
     @property
@@ -244,27 +248,23 @@ class Searcher:
     def _search(
         self, resolved: ResolvedIndex, commands: SearchCommands, k: int, hybrid: bool
     ) -> Found:
-        """One search at one view, usually in two round trips: the view's reads with the
-        queries queued after them (`_first`), then the manifests of the hits, which keep only
-        the versions current at the view. The queries run without the visibility filter
-        (RediSearch answers a KNN with it far more slowly): versions staged above the view
-        are dropped by the manifest check like superseded ones; only when they crowd the top
-        does the search run again with the filter."""
+        """One search at one view, in one round trip (`query.trip`): the view's reads, the
+        queries, and the manifests of the rows they hit, which keep only the versions current
+        at the view. The queries run without the visibility filter (RediSearch answers a KNN
+        with it far more slowly): versions staged above the view are dropped by the manifest
+        check like superseded ones; only when they crowd the top does the search run again
+        with the filter (another round trip, as is a KNN asked for more candidates)."""
         spec, score = resolved.spec, knn_score(resolved.spec)
         need = 2 * k if hybrid else k  # a hybrid search fuses 2k of each ranking
         wanted = overfetched(need)
-        view, commands, answers = self._first(resolved, commands, wanted)
-        found = [under(resolved, search_docs(answer)) for answer in answers]
-        # Manifests of the top `need` candidates of each ranking first: the others only if
-        # staged or superseded versions were among those.
-        manifests = self._manifests(spec, [hit for leg in found for hit in leg[:need]])
+        view, commands, answer = self._first(resolved, commands, wanted)
+        found = [under(resolved, docs) for docs in answer.found]
+        manifests = answer.manifests
         hits = self._top(spec, found[0], need, view, manifests, score)
         if len(hits) < need and len(found[0]) >= wanted and view.pending:
             # Staged versions crowded the top: ask again for versions at or below the view.
-            found = [
-                search_docs(answer) for answer in self._run(commands.legs(wanted, view.visible))
-            ]
-            manifests = self._manifests(spec, [hit for leg in found for hit in leg[:need]])
+            answer = self._ask(spec, commands.legs(wanted, view.visible))
+            found, manifests = answer.found, answer.manifests
             hits = self._top(spec, found[0], need, view, manifests, score)
         if len(hits) < need and len(found[0]) >= wanted:  # superseded versions crowded the top
             hits = self._knn(commands, need, view, wanted, len(hits))
@@ -275,48 +275,60 @@ class Searcher:
 
     def _first(
         self, resolved: ResolvedIndex, commands: SearchCommands, wanted: int
-    ) -> tuple[View, SearchCommands, list[object]]:
-        """The first round trip: the alias's generation, the view's reads and the queries
-        queued after them (Redis runs them in order, so the queries see the index as of the
-        view). A filter of the user's is counted there instead (the count decides how the
-        KNN runs: `commands` with that policy is returned), and the queries follow. A switch
-        since `resolved` was read raises Moved."""
-        tables = list(resolved.spec.tables)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(alias_key(resolved.spec.name), "generation")
-        reads = 1 + queue_view(pipe, self.slot, resolved.spec.keys, tables)
+    ) -> tuple[View, SearchCommands, Answer]:
+        """The first round trip: the alias's generation, the view's reads, the queries (Redis
+        runs them after the reads, so the queries see the index as of the view) and the
+        manifests of their rows. A filter of the user's is counted first (the count decides
+        how the KNN runs: `commands` with that policy is returned). A switch since `resolved`
+        was read raises Moved."""
+        spec = resolved.spec
         filtered = bool(commands.query.clauses)
-        for args in [commands.count()] if filtered else commands.legs(wanted, None):
-            command(pipe, *args)
-        replies = pipe.execute(raise_on_error=False)
-        if resolved.generation is not None and int(replies[0] or 0) != resolved.generation:
+        few, many = commands.policies() if filtered else (commands, None)
+        answer = self._trip.run(
+            Ask(
+                self._reads(spec),
+                few.legs(wanted, None),
+                _prefixes(spec),
+                commands.count() if filtered else None,
+                many.legs(wanted, None) if many is not None else (),
+                BRUTE_FORCE_MAX,
+            )
+        )
+        generation, *reads = answer.reads
+        if resolved.generation is not None and int(generation or 0) != resolved.generation:
             raise Moved
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                raise reply
-        view = parse_view(replies[1:reads], tables)
-        answers = replies[reads:]
+        view = parse_view(reads, list(spec.tables))
         if filtered:
-            commands = commands.counted(answers[0])
-            answers = self._run(commands.legs(wanted, None))
-        return view, commands, answers
+            commands = commands.counted(answer.counted)
+        return view, commands, answer
 
-    def _run(self, legs: list[Command]) -> list[object]:
-        """The replies of a search's legs (`SearchCommands.legs`), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for args in legs:
-            command(pipe, *args)
-        return list(pipe.execute())
+    def _reads(self, spec: IndexSpec) -> list[Command]:
+        """The alias's generation and the view's reads (sink.view.queue_view) as commands."""
+        cached = self._view_reads.get(spec.physical_name)
+        if cached is None:
+            recorded = Recorded()
+            recorded.hget(alias_key(spec.name), "generation")
+            queue_view(cast(Pipeline, recorded), self.slot, spec.keys, list(spec.tables))
+            cached = recorded.commands
+            self._view_reads = {spec.physical_name: cached}
+        return cached
+
+    def _ask(self, spec: IndexSpec, legs: list[Command]) -> Answer:
+        """The replies of `legs` with the manifests of the rows they hit, in one round trip."""
+        return self._trip.run(Ask((), legs, _prefixes(spec)))
 
     def _top(
         self, spec: IndexSpec, found: Docs, need: int, view: View,
         manifests: dict[tuple[str, str], Manifest], score: Score,
     ) -> list[Hit]:  # fmt: skip
-        """The current hits among `found`, reading the manifests past the first `need` only
-        when fewer than `need` of those were current."""
+        """The current hits among `found`, reading the manifests past the first `need` (those
+        not read yet) only when fewer than `need` of those were current."""
         hits = current_hits(spec, found[:need], view, manifests, score)
         if len(hits) < need and len(found) > need:
-            manifests.update(self._manifests(spec, found[need:]))
+            rest = [row for row in rows_of(found[need:]) if row not in manifests]
+            if rest:
+                keys = dict.fromkeys(spec.tables, spec.keys)
+                manifests.update(zip(rest, read_manifests(self.client, keys, rest), strict=True))
             hits += current_hits(spec, found[need:], view, manifests, score)
         return hits
 
@@ -329,19 +341,17 @@ class Searcher:
         score = knn_score(commands.spec)
         while True:
             wanted = widened(wanted, need, current)
-            found = search_docs(command(self.client, *commands.knn(wanted, at)))
-            hits = current_hits(
-                commands.spec, found, view, self._manifests(commands.spec, found), score
-            )
+            answer = self._ask(commands.spec, [commands.knn(wanted, at)])
+            found = answer.found[0]
+            hits = current_hits(commands.spec, found, view, answer.manifests, score)
             if len(hits) >= need or len(found) < wanted or wanted >= MAX_FETCH:
                 return hits
             current = len(hits)
 
-    def _manifests(self, spec: IndexSpec, found: Docs) -> dict[tuple[str, str], Manifest]:
-        """The manifests of the rows of `found`, in one round trip."""
-        rows = rows_of(found)
-        keys = dict.fromkeys(spec.tables, spec.keys)
-        return dict(zip(rows, read_manifests(self.client, keys, rows), strict=True))
+
+def _prefixes(spec: IndexSpec) -> dict[str, str]:
+    """The manifest key prefix of each table of the index (a row's is the prefix + its key)."""
+    return {table: spec.keys.row(table, "") for table in spec.tables}
 
 
 def _checked(k: int, options: SearchOptions) -> int | None:
