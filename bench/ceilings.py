@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 
 from bench.data import Row
-from bench.env import num_docs
+from bench.env import cleanup_client, num_docs
 from connector.config import Settings
 from connector.core.lsn import Lsn
 from connector.embed import HashingEmbedder
@@ -114,7 +113,7 @@ def redis_write(
 ) -> float:
     """Seconds one pipelined client takes to write and index `mappings` (an empty index)."""
     spec = ceiling_spec(settings)
-    client = redis.Redis.from_url(url)
+    client = cleanup_client(url)  # its FT.DROPINDEX DD deletes every chunk it wrote
     try:
         client.execute_command(*schema_args(spec, settings.embedding.dimensions))
         table = settings.tables[0].qualified_name

@@ -4,6 +4,7 @@ same changes and one pipelined redis-py client writing the same chunks."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,17 @@ import redis
 
 from bench import ceilings
 from bench.data import COPY_COLUMNS, Row, batches, copy_buffer, long_rows, row_chunks, short_rows
-from bench.env import TABLE, Scenario, Services, current_lsn, num_docs, scenario, wait_streaming
+from bench.env import (
+    TABLE,
+    Scenario,
+    Services,
+    cleanup_client,
+    current_lsn,
+    flush_redis,
+    num_docs,
+    scenario,
+    wait_streaming,
+)
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 
@@ -46,7 +57,8 @@ def run_case(services: Services, dims: int, rows: list[Row]) -> dict[str, Any]:
         logical.drop()
         if read_rows != len(rows):
             raise RuntimeError(f"pg_recvlogical read {read_rows} row changes, not {len(rows)}")
-        scene.redis().flushall()
+        with contextlib.closing(cleanup_client(scene.redis_url)) as client:
+            flush_redis(client)
         redis_s = ceilings.redis_write(scene.redis_url, scene.settings, mappings)
     return {
         "dimensions": dims,

@@ -5,12 +5,13 @@ pipelined redis-py client writing the same chunks."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from bench import ceilings
 from bench.data import short_rows
-from bench.env import Services, num_docs, scenario, wait_streaming
+from bench.env import Services, cleanup_client, flush_redis, num_docs, scenario, wait_streaming
 from bench.ingest import load
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
@@ -39,8 +40,9 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         indexed = num_docs(client)
         if indexed != len(rows):
             raise RuntimeError(f"the index holds {indexed} chunks, not {len(rows)}")
-        client.flushall()
         client.close()
+        with contextlib.closing(cleanup_client(scene.redis_url)) as cleaner:
+            flush_redis(cleaner)
         copy_s, copied = ceilings.copy_out(scene.dsn)
         redis_s = ceilings.redis_write(scene.redis_url, scene.settings, chunks)
     data: dict[str, Any] = {

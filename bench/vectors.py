@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from bench.data import TextGen, short_rows
-from bench.env import Services
+from bench.env import CLEANUP_TIMEOUT_S, Services, flush_redis
 from bench.report import BenchResult
 from bench.sizes import Sizes
 from connector.config import VectorSettings
@@ -68,8 +68,8 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
     vectors = embedder.embed([row.text for row in short_rows(count, seed=11)])
     gen = TextGen(12)
     queries = embedder.embed([gen.query() for _ in range(QUERIES)])
-    client = redis.Redis.from_url(services.redis_url, protocol=3)
-    client.flushall()
+    client = redis.Redis.from_url(services.redis_url, protocol=3, socket_timeout=CLEANUP_TIMEOUT_S)
+    flush_redis(client)
     try:
         for name, vector in _CASES.items():
             _build(client, name, vector, vectors)
@@ -83,7 +83,7 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
                 found += len(exact & {key.replace(name, "flat_float32", 1) for key in top})
             recall[name] = found / (K * len(queries))
     finally:
-        client.flushall()
+        flush_redis(client)
         client.close()
     data: dict[str, Any] = {"chunks": count, "memory_mb": memory, "recall_at_10": recall}
     result.data = data
