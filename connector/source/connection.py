@@ -28,7 +28,7 @@ Conn = psycopg.Connection[tuple[object, ...]]
 # What a session is for (its application_name).
 Purpose = Literal[
     "catalog", "monitor", "read-back", "partitions", "status", "slot", "replay", "resync",
-    "reindex", "history", "migrate",
+    "reindex", "history", "migrate", "check",
 ]  # fmt: skip
 
 _SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=1"
