@@ -9,7 +9,8 @@ ConnectorError
  ├── EmbeddingUnavailable the provider kept failing transiently (retried from the checkpoint)
  ├── EmbeddingRejected    the provider refused some texts (their rows are dead-lettered)
  ├── RedisIndexError      Redis index problem (names the index)
- │    └── ModelMismatchError  the query's model differs from the index's
+ │    ├── ModelMismatchError  the query's model differs from the index's
+ │    └── IncompleteAnswer    Redis answered a search with a warning (partial results)
  ├── RedisFull            Redis refused a write at maxmemory (the daemon pauses and retries)
  ├── QueryError           a search request is malformed (also a ValueError)
  ├── NotCaughtUpError     the index did not reach a search's `min_lsn` in time
@@ -62,6 +63,11 @@ class RedisIndexError(ConnectorError):
 
 class ModelMismatchError(RedisIndexError):
     """A query tried to use another embedding model than the index was built with."""
+
+
+class IncompleteAnswer(RedisIndexError):
+    """Redis answered a search with results and a warning (a query timeout, memory): the
+    answer may be missing hits, so it is refused; the message names the setting and the fix."""
 
 
 class RedisFull(ConnectorError):

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from connector.embed.base import EmbeddingStats
@@ -191,6 +198,11 @@ class Metrics:
             self._gc_removed.labels(kind=kind)
         self._embedders = _EmbedderCollector()
         reg.register(self._embedders)
+        self._engine = Info(
+            "connector_redis_engine",
+            "The Redis server's and its modules' versions, and the full-text scorer queries name.",
+            registry=reg,
+        )
 
     def changes_applied(self, op: str, count: int) -> None:
         """Count `count` applied row changes of kind `op` (insert, update, delete, truncate)."""
@@ -238,6 +250,10 @@ class Metrics:
             self._gc_removed.labels(kind="version").inc(versions)
         if chunks:
             self._gc_removed.labels(kind="chunk").inc(chunks)
+
+    def set_engine(self, profile: Mapping[str, str | None]) -> None:
+        """The Redis engine profile (core.engine's `as_dict`; absent modules are "")."""
+        self._engine.info({name: value or "" for name, value in profile.items()})
 
     def restarted(self, reason: str) -> None:
         """Count one stream restart; `reason` should be a short fixed word (label cardinality)."""

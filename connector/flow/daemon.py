@@ -29,6 +29,7 @@ import psycopg
 import redis
 
 from connector.config import Settings
+from connector.core.engine import EngineProfile
 from connector.embed.base import Embedder
 from connector.errors import (
     ConfigError,
@@ -43,6 +44,7 @@ from connector.flow.state import DaemonState
 from connector.flow.stream import Stream
 from connector.logs import redact
 from connector.metrics import Metrics
+from connector.sink.engine import read_profile
 from connector.sink.memory import WritePause
 from connector.sink.redis_client import client_for
 
@@ -80,6 +82,7 @@ class Connector:
             health=TableHealth(settings.postgres.slot, metrics),
         )
         self.stream: Stream | None = None  # the attempt running (or the last one)
+        self.engine: EngineProfile | None = None  # the Redis server's, as last read
 
     @property
     def ready(self) -> threading.Event:
@@ -126,9 +129,21 @@ class Connector:
         log.info("stopped at checkpoint %s", self.state.checkpoint)
 
     def _attempt(self) -> None:
+        self._read_engine()
         with Stream(self.settings, self.embedder, self.metrics, self.state) as stream:
             self.stream = stream
             stream.run()
+
+    def _read_engine(self) -> None:
+        """Read the server's engine profile (core.engine): logged at start, and again only
+        when it changed (an upgrade, a failover to another server), and exported as a metric."""
+        with client_for(self.settings.redis) as client:
+            profile = read_profile(client)
+        if profile != self.engine:
+            log.info("Redis: %s", profile.describe())
+            if self.metrics is not None:
+                self.metrics.set_engine(profile.as_dict())
+        self.engine = profile
 
     def _failed(self, exc: BaseException, delay: float) -> None:
         """Count and say the failure of an attempt (quietly while Redis stays full)."""

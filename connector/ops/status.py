@@ -9,9 +9,11 @@ from typing import Any
 import redis
 
 from connector.config import Settings
+from connector.core.engine import EngineProfile
 from connector.core.keys import stats_key
 from connector.core.lsn import Lsn
 from connector.sink.checkpoint import read_checkpoint
+from connector.sink.engine import read_profile
 from connector.sink.failing import read_failing
 from connector.sink.layout import current_specs, read_record
 from connector.sink.memory import eviction_policy, judge_policy, memory_usage
@@ -53,6 +55,8 @@ class Status:
     current_wal_lsn: str | None = None
     retained_wal_bytes: int | None = None
     redis_memory: str | None = None
+    # The server and its modules' versions, and the scorer full-text queries name (core.engine)
+    engine: EngineProfile | None = None
     eviction_policy: str | None = None
     checkpoint_lsn: str | None = None
     checkpoint_age_s: float | None = None
@@ -65,7 +69,9 @@ class Status:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        shown = asdict(self)
+        shown["engine"] = self.engine.as_dict() if self.engine is not None else None
+        return shown
 
 
 def _fill_slot(status: Status, settings: Settings) -> Lsn:
@@ -152,6 +158,7 @@ def _fill_failing(
 
 
 def _fill_memory(status: Status, settings: Settings, client: redis.Redis) -> None:
+    status.engine = read_profile(client)
     status.redis_memory = memory_usage(client)
     status.eviction_policy = eviction_policy(client)
     verdict = judge_policy(status.eviction_policy, settings.redis.allow_eviction)
@@ -220,6 +227,7 @@ def render(status: Status) -> str:
         f"  restart LSN       {status.restart_lsn}",
         f"  retained WAL      {_bytes(status.retained_wal_bytes)}",
         f"current WAL         {status.current_wal_lsn}",
+        f"redis               {status.engine.describe() if status.engine else 'unknown'}",
         f"redis memory        {status.redis_memory}",
         f"checkpoint (Redis)  {status.checkpoint_lsn} (written {status.checkpoint_age_s}s ago)",
         f"lag                 {_bytes(status.lag_bytes)}, {status.lag_seconds}s since the last "

@@ -11,6 +11,8 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from connector.config import RedisSettings
+from connector.core.engine import check_client
+from connector.core.replies import check_complete
 
 Fields = dict[FieldT, EncodableT]
 K = TypeVar("K", str, bytes)
@@ -22,7 +24,9 @@ def connect(url: str, settings: RedisSettings | None = None) -> redis.Redis:
 
     RESP3 always, whatever the redis-py default: FT.SEARCH replies are then maps. redis-py's
     own retries are off: a command that fails is the connector's to retry (a batch write
-    retried blindly inside the client would be sent again and again)."""
+    retried blindly inside the client would be sent again and again). A redis-py release that
+    loses search results is refused here, before any client is made (core.engine)."""
+    check_client(redis.__version__)
     timeouts = settings or RedisSettings()
     if timeouts.cluster:
         # The cluster client speaks the same commands; every call the connector makes is
@@ -77,7 +81,9 @@ def read_fields(
 
 
 def search_docs(reply: Any) -> list[tuple[str, dict[str, str]]]:
-    """An FT.SEARCH reply (RESP3 map) as (key, fields) pairs."""
+    """An FT.SEARCH reply (RESP3 map) as (key, fields) pairs; a reply carrying a warning
+    (partial results: a query timeout, memory) raises IncompleteAnswer (core.replies)."""
+    check_complete(reply)
     docs = []
     for result in reply.get(b"results", []):
         fields = result.get(b"extra_attributes", {})

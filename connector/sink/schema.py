@@ -15,10 +15,12 @@ import redis
 
 from connector.config import TableSettings, VectorSettings
 from connector.core.chunking import TRUNCATED_FIELD
+from connector.core.engine import integer_vectors
 from connector.core.fulltext import ORIGINAL_FIELD
 from connector.core.keys import Keyspace, deadletter_key
 from connector.core.pgtypes import TAG_SEPARATOR
 from connector.errors import ConfigError, ModelMismatchError, RedisIndexError
+from connector.sink.engine import read_profile
 from connector.sink.redis_client import text
 
 log = logging.getLogger(__name__)
@@ -166,38 +168,17 @@ def embedding_meta(model: Model, vector: VectorSettings) -> dict[str, str]:
     }
 
 
-# The first RediSearch with INT8 and UINT8 vectors (Redis 8.0).
-_INTEGER_VECTORS_SINCE = 80000
-
-
 def check_server_supports(client: redis.Redis, spec: IndexSpec) -> None:
     """Refuse vector types the server's RediSearch does not have, naming the setting."""
     if spec.vector.type not in ("int8", "uint8"):
         return
-    version = search_module_version(client)
-    if version is not None and version < _INTEGER_VECTORS_SINCE:
+    search = read_profile(client).search
+    if search and not integer_vectors(search):
         raise ConfigError(
             f"index {spec.name}: vector.type = {spec.vector.type} needs RediSearch 8.0 or later "
-            f"(Redis 8), and this server runs RediSearch {_version_text(version)}: use float32, "
+            f"(Redis 8), and this server runs RediSearch {search}: use float32, "
             "float16 or bfloat16, or upgrade the server"
         )
-
-
-def search_module_version(client: redis.Redis) -> int | None:
-    """RediSearch's version as MODULE LIST reports it (20 10 05 -> 21005), None if unknown."""
-    try:
-        modules = client.module_list()
-    except redis.ResponseError:  # MODULE refused (managed Redis): let FT.CREATE decide
-        return None
-    for module in modules:
-        entry = {text(k): v for k, v in module.items()}
-        if text(entry.get("name")) in ("search", "ft"):
-            return int(entry.get("ver", 0))
-    return None
-
-
-def _version_text(version: int) -> str:
-    return f"{version // 10000}.{version // 100 % 100}.{version % 100}"
 
 
 def check_meta(index: str, meta: Mapping[str, str], expected: Mapping[str, str]) -> None:
