@@ -80,7 +80,7 @@ def test_a_hybrid_search_has_a_bm25_leg_with_the_same_filters() -> None:
     assert knn[1:3] == knn_only.knn(10, Lsn(7))[1:3]
     assert bm25 == [
         "FT.SEARCH", "docs", "@content:($p1 | $p2) @lang:{$p0} @lsn:[-inf 7]",
-        "PARAMS", "6", "p0", "en", "p1", "reset", "p2", "password",
+        "PARAMS", "6", "p0", "en", "p1", "reset", "p2", "password", "SCORER", "BM25STD",
         "RETURN", "7", *RETURNED, "LIMIT", "0", "10", "DIALECT", "2",
     ]  # fmt: skip
 
