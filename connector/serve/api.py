@@ -73,6 +73,7 @@ from connector.serve.responses import (
     problem,
 )
 from connector.sink.checkpoint import read_checkpoint
+from connector.sink.engine import read_profile
 
 log = logging.getLogger(__name__)
 
@@ -341,9 +342,10 @@ def _probes(app: FastAPI, api: _Api) -> None:
                 found = api.searcher(name)
                 found.client.ping()
                 found.check_index()
+            engine = read_profile(found.client).as_dict()  # the server's versions (core.engine)
         except (ConnectorError, redis.RedisError) as exc:
             return problem(503, f"not ready: {redact(str(exc))}")
-        return JSONResponse({"status": "ready", "indexes": api.indexes})
+        return JSONResponse({"status": "ready", "indexes": api.indexes, "engine": engine})
 
     not_ready = {"model": Problem, "description": "not ready, and why"}
 
