@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import (
     api,
+    contention,
     embedding,
     freshness,
     ingest,
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "reindex": reindex.run,
     "api": api.run,
     "memory": memory.run,
+    "contention": contention.run,
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

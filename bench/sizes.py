@@ -21,6 +21,7 @@ class Sizes:
     resource_rows: int
     embedding_docs: int
     large_transaction_rows: int  # one INSERT ... SELECT
+    contention_chunks: int  # searched from a second process under full ingest
 
     @classmethod
     def full(cls) -> Sizes:
@@ -39,6 +40,7 @@ class Sizes:
             resource_rows=50_000,
             embedding_docs=300,
             large_transaction_rows=1_000_000,
+            contention_chunks=50_000,
         )
 
     @classmethod
@@ -58,4 +60,5 @@ class Sizes:
             resource_rows=5_000,
             embedding_docs=60,
             large_transaction_rows=50_000,
+            contention_chunks=5_000,
         )

@@ -80,6 +80,10 @@ class RedisSettings(_Section):
     # noticed within this; staging sends pipelines of a few dozen commands, each well within).
     connect_timeout_s: float = Field(default=5.0, gt=0)
     socket_timeout_s: float = Field(default=10.0, gt=0)
+    # The Redis time one pipeline of the connector's writes may take (staging, garbage
+    # collection, the copies): Redis inserts vectors on its one thread, and a search waits
+    # behind the pipeline in progress. Each kind of command's cost is learned as it runs.
+    pipeline_budget_ms: float = Field(default=2.0, gt=0, le=1000)
     # An allkeys-* maxmemory-policy can evict the index; the connector refuses to start under
     # it unless this is true.
     allow_eviction: bool = False

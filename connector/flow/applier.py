@@ -28,6 +28,7 @@ from connector.flow.planner import Planner, Reselect
 from connector.flow.targets import Target
 from connector.sink.gc import Collector, Retention
 from connector.sink.layout import current_specs
+from connector.sink.pipes import RedisBudget
 from connector.sink.schema import IndexSpec
 from connector.sink.view import RedisReads
 from connector.sink.writer import IndexWriter
@@ -68,7 +69,9 @@ class _TargetParts:
         self.planner = Planner(RedisReads(client, writer.keys), target.tables, target.embedder,
                                reselect, donor, dead_letters=not target.rebuild)  # fmt: skip
         self.collector = (
-            Collector(client, target.specs, visible, retention) if retention is not None else None
+            Collector(client, target.specs, visible, retention, writer.budget)
+            if retention is not None
+            else None
         )
 
 
@@ -95,7 +98,8 @@ class Applier:
 
         def writer(specs: dict[str, IndexSpec]) -> IndexWriter:
             slot, limit = settings.postgres.slot, settings.pipeline.deadletter_max
-            return IndexWriter(client, specs, slot, limit, system_id)
+            budget = RedisBudget(settings.redis.pipeline_budget_ms)
+            return IndexWriter(client, specs, slot, limit, system_id, budget)
 
         # The first target's writer flips the checkpoint (one per slot, shared by all).
         self.writer = writer(targets[0].specs)
@@ -115,11 +119,11 @@ class Applier:
                 self.health.follow(part.writer)
 
     def pace(self, share: float) -> None:
-        """Stage at most `share` of the time (a rebuild's copy next to searches): after each
-        pipeline, Redis is left alone for a while."""
-        self.writer.share = share
+        """Keep Redis busy at most `share` of the time (a rebuild's copy next to searches):
+        after each pipeline, Redis is left alone for a while (sink.pipes)."""
+        self.writer.budget.share = share
         for part in self._parts:
-            part.writer.share = share
+            part.writer.budget.share = share
 
     def read_visible(self) -> None:
         """Take the visible LSN Redis holds (the applier never moves it back)."""

@@ -3,10 +3,10 @@
 The flow's planner hands over finished writes (core.plan: chunks cut, vectors embedded, chunk ids
 assigned); the writer reads nothing for it (the planner reads through sink.view.RedisReads).
 `stage` writes the new chunk hashes, then the rows' new manifest versions, truncate floors and
-dead letters, in pipelines of a bounded number of commands, never in MULTI: a query waits behind a
-few commands at most, and the versions it writes are invisible (their LSN is above the visible
-LSN). `flip` then moves the checkpoint's visible LSN past them: one single-key write, whatever
-the size of the source transaction. Nothing here needs two keys in one hash slot.
+dead letters, in pipelines cut by their Redis time (sink.pipes), never in MULTI: a query waits
+behind one short pipeline at most, and the versions it writes are invisible (their LSN is above
+the visible LSN). `flip` then moves the checkpoint's visible LSN past them: one single-key
+write, whatever the size of the source transaction. Nothing here needs two keys in one hash slot.
 
 Staging is idempotent: a version's chunk ids and field are functions of its LSN and text, so a
 restart that stages the same transaction again writes the same keys.
@@ -15,13 +15,11 @@ restart that stages the same transaction again writes the same keys.
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
+from connector.core.budget import WRITE_KIND, vector_kind
 from connector.core.changes import RowChange
 from connector.core.fulltext import ORIGINAL_FIELD, content_fields
 from connector.core.keys import staged_key
@@ -30,27 +28,19 @@ from connector.core.plan import ApplyStats, BatchWrite, RowWrite
 from connector.core.versions import LEAF_FIELD, Version
 from connector.errors import ResyncNeeded
 from connector.sink.checkpoint import Flip, checkpoint_fields, raise_visible, read_visible
+from connector.sink.pipes import Pipes, RedisBudget
 from connector.sink.redis_client import Fields
 from connector.sink.schema import IndexSpec
 from connector.sink.view import scan_manifests
 
 log = logging.getLogger(__name__)
 
-# Commands per pipeline round trip while staging: a query waits behind at most this many
-# (each a few microseconds, an HNSW insertion for a chunk) and memory stays bounded.
-STAGE_COMMANDS = 64
-# Commands per pipeline of a paced staging (a rebuild's copy next to searches): shorter waits.
-_PACED_COMMANDS = 8
-# Staging pipelines in flight while the next is built (each on a connection of its own), and
-# their sender: one, so that a query waits behind at most one pipeline of staging.
-_IN_FLIGHT = 1
-_SENDERS = ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="connector-send")
-
 
 class IndexWriter:
     """Stages planned batches into the physical indexes `specs` (sink.layout, by index name),
     and flips the visible LSN of `slot`'s checkpoint. Dead letters go to each index's stream,
-    trimmed at about `deadletter_max` entries."""
+    trimmed at about `deadletter_max` entries. Its pipelines are cut by `budget` (sink.pipes;
+    shared with the target's garbage collector)."""
 
     def __init__(
         self,
@@ -59,8 +49,10 @@ class IndexWriter:
         slot: str,
         deadletter_max: int,
         system_id: str = "",
+        budget: RedisBudget | None = None,
     ) -> None:
         self.client = client
+        self.budget = budget or RedisBudget(2.0)
         self.slot = slot
         self.system_id = system_id
         self.deadletter_max = deadletter_max
@@ -72,7 +64,6 @@ class IndexWriter:
         # Set once this writer has flipped or resumed from a checkpoint: from then on a missing
         # checkpoint means Redis lost data.
         self.expect_checkpoint = False
-        self.share = 1.0  # the share of time staging may keep Redis busy (Applier.pace)
 
     def set_visible(self, lsn: Lsn) -> None:
         """Raise the visible LSN alone (never lowers it): a resync of every table while no
@@ -88,15 +79,14 @@ class IndexWriter:
     def stage(self, batch: BatchWrite) -> ApplyStats:
         """Write the batch's chunks, then its manifests, floors and dead letters, invisibly."""
         stats = batch.stats
-        with _Bounded(self.client, self.share) as out:
+        with Pipes(self.client, self.budget, first_alone=True) as out:
             if batch.rows or batch.truncated:  # first, so a reader knows a version is pending
-                out.pipe.set(self._staged_key, str(batch.last_lsn.value))
-                out.queued()
+                out.add(WRITE_KIND).set(self._staged_key, str(batch.last_lsn.value))
+                out.send()
             for row in batch.rows:
                 self._stage_chunks(out, row, stats)
             for table, lsn in batch.truncated.items():
-                out.pipe.hset(self.keys[table].floor(table), str(lsn.value), "")
-                out.queued()
+                out.add(WRITE_KIND).hset(self.keys[table].floor(table), str(lsn.value), "")
                 if table in batch.truncated_staged:
                     stats.deleted += self._delete_staged(out, table, lsn, batch.rows)
             for row in batch.rows:
@@ -105,9 +95,10 @@ class IndexWriter:
                 self._stage_dead_letter(out, change, error, batch.last_lsn, stats)
         return stats
 
-    def _stage_chunks(self, out: _Bounded, row: RowWrite, stats: ApplyStats) -> None:
+    def _stage_chunks(self, out: Pipes, row: RowWrite, stats: ApplyStats) -> None:
         table, key = row.state.table.name, row.state.key
         keys = self.keys[table]
+        kind = vector_kind(keys.prefix)
         # A chunk id names its text and LSN, not its metadata: staging a row again at the same
         # LSN (a later piece of its transaction, or after a crash) rewrites the same hash, so
         # metadata that became NULL must go from it.
@@ -119,16 +110,16 @@ class IndexWriter:
             }  # fmt: skip
             fields.update(content_fields(chunk.text).items())  # `content`, as indexed
             fields.update(row.metadata)
-            out.pipe.hset(keys.chunk(table, key, chunk.id), mapping=fields)
             # A text kept as written that no longer applies (a chunk repaired in place) goes
             # too: deleting a field that is not there costs Redis no re-indexing.
             gone = nulls if ORIGINAL_FIELD in fields else [*nulls, ORIGINAL_FIELD]
+            pipe = out.add(kind)  # the HDEL in the same pipeline, its cost in the HSET's
+            pipe.hset(keys.chunk(table, key, chunk.id), mapping=fields)
             if gone:
-                out.pipe.hdel(keys.chunk(table, key, chunk.id), *gone)
-            out.queued(2 if nulls else 1)
+                pipe.hdel(keys.chunk(table, key, chunk.id), *gone)
         stats.chunks_written += len(row.chunks)
 
-    def _stage_version(self, out: _Bounded, row: RowWrite, stats: ApplyStats) -> None:
+    def _stage_version(self, out: Pipes, row: RowWrite, stats: ApplyStats) -> None:
         table, key = row.state.table.name, row.state.key
         keys = self.keys[table]
         manifest = keys.row(table, key)
@@ -139,9 +130,9 @@ class IndexWriter:
         fields: Fields = {str(row.version.lsn.value): row.version.value}
         if row.state.leaf:  # the partition it is in: a TRUNCATE of that partition finds it
             fields[LEAF_FIELD] = row.state.leaf
-        out.pipe.hset(manifest, mapping=fields)
-        out.pipe.persist(manifest)  # a row deleted before keeps no tombstone TTL
-        out.queued(2)
+        pipe = out.add(WRITE_KIND, 2)
+        pipe.hset(manifest, mapping=fields)
+        pipe.persist(manifest)  # a row deleted before keeps no tombstone TTL
         if row.state.deleted:
             stats.deleted += 1
         elif not row.chunks and row.version.chunks:
@@ -149,7 +140,7 @@ class IndexWriter:
         else:
             stats.upserted += 1
 
-    def _delete_staged(self, out: _Bounded, table: str, lsn: Lsn, rows: list[RowWrite]) -> int:
+    def _delete_staged(self, out: Pipes, table: str, lsn: Lsn, rows: list[RowWrite]) -> int:
         """A TRUNCATE after changes of its own transaction that earlier pieces staged: the floor
         at the transaction's LSN hides the versions below it, not those at it, so each row with
         a version at that LSN gets a delete in its place (the same manifest field), except the
@@ -163,13 +154,12 @@ class IndexWriter:
             staged = next((v for v in manifest.versions if v.lsn == lsn), None)
             if staged is None or staged.deleted or keys.key_from_row(name, table) in again:
                 continue
-            out.pipe.hset(name, at, gone)
-            out.queued()
+            out.add(WRITE_KIND).hset(name, at, gone)
             deleted += 1
         return deleted
 
     def _stage_dead_letter(
-        self, out: _Bounded, change: RowChange, error: str, lsn: Lsn, stats: ApplyStats
+        self, out: Pipes, change: RowChange, error: str, lsn: Lsn, stats: ApplyStats
     ) -> None:
         stream = self._letters.get(change.table)
         if stream is None:
@@ -183,8 +173,7 @@ class IndexWriter:
             "error": error,
             "row": _row_summary(change),
         }
-        out.pipe.xadd(stream, entry, maxlen=self.deadletter_max, approximate=True)
-        out.queued()
+        out.add(WRITE_KIND).xadd(stream, entry, maxlen=self.deadletter_max, approximate=True)
         stats.dead_letters += 1
 
     def raise_floor(self, table: str, lsn: Lsn) -> None:
@@ -204,59 +193,6 @@ class IndexWriter:
                 "restart without persistence, or eviction): resynchronising from a snapshot"
             )
         self.expect_checkpoint = True
-
-
-class _Bounded:
-    """Non-transactional pipelines of STAGE_COMMANDS commands. The first is sent and answered
-    before any other (it marks a version as pending); after it, up to `_IN_FLIGHT` are in
-    flight on their own connections, so Python encodes one while Redis works on another. The
-    order between them does not matter: everything they write is invisible until the flip."""
-
-    def __init__(self, client: redis.Redis, share: float = 1.0) -> None:
-        self.client = client
-        self.share = share
-        self.pipe = client.pipeline(transaction=False)
-        self._count = 0
-        self._first = True
-        self._sent: deque[Future[list[object]]] = deque()
-
-    def queued(self, commands: int = 1) -> None:
-        """`commands` more were added to `pipe`: send them once there are enough."""
-        self._count += commands
-        if self._count >= (STAGE_COMMANDS if self.share >= 1.0 else _PACED_COMMANDS):
-            self.send()
-
-    def send(self) -> None:
-        if not self._count:
-            return
-        pipe, self.pipe, self._count = self.pipe, self.client.pipeline(transaction=False), 0
-        if self._first or self.share < 1.0:  # paced: each one answered, then a pause
-            self._first = False
-            began = time.monotonic()
-            pipe.execute()
-            if self.share < 1.0:
-                time.sleep((time.monotonic() - began) * (1.0 / self.share - 1.0))
-            return
-        if len(self._sent) >= _IN_FLIGHT:
-            self._sent.popleft().result()
-        self._sent.append(_SENDERS.submit(pipe.execute))
-
-    def __enter__(self) -> _Bounded:
-        return self
-
-    def __exit__(self, kind: object, *_exc: object) -> None:
-        try:
-            if kind is None:
-                self.send()
-            while self._sent:  # every pipeline is answered before the caller goes on
-                sent = self._sent.popleft()
-                if kind is None:
-                    sent.result()
-                else:
-                    sent.exception()
-        finally:
-            self._sent.clear()
-            self.pipe.reset()
 
 
 def _row_summary(change: RowChange) -> str:

@@ -1,0 +1,118 @@
+"""Budgeted pipelines: how every writer of the connector sends its commands to Redis (staging,
+garbage collection, the copies of a first start, a resync, a rebuild or a back-fill).
+
+A writer adds commands by kind (core.budget); a pipeline is sent once the next command would
+take it past the Redis-time budget (`redis.pipeline_budget_ms`) by the costs learned so far, so
+a search waits behind one short pipeline, not behind dozens of HNSW insertions. Up to
+`_IN_FLIGHT` pipelines are in flight at once, each on a connection of its own, while the next
+is built: Redis answers one while the other is already queued, so it is not left idle between
+short pipelines. Each answer teaches the writer's `RedisBudget` what its commands cost (the
+Redis time of the pipeline, core.budget.ServiceClock).
+
+A writer with a `share` below 1 (a rebuild's copy next to searches) sends one pipeline at a
+time and leaves Redis alone after each for as long as it took, times (1 / share - 1).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import redis
+
+from connector.core.budget import CostModel, ServiceClock
+
+# Pipelines of one writer in flight at once (each on a pooled connection of its own).
+_IN_FLIGHT = 2
+# Their senders, shared by the writers of a process (a daemon's stager, a rebuild's copier).
+_SENDERS = ThreadPoolExecutor(4, thread_name_prefix="connector-send")
+
+
+class RedisBudget:
+    """What one writer's commands cost Redis (learned) and the budget of its pipelines;
+    shared by a target's writer and garbage collector, from any thread."""
+
+    def __init__(self, budget_ms: float, share: float = 1.0) -> None:
+        self.model = CostModel(budget_ms)
+        self.share = share  # the share of time the writer may keep Redis busy
+        self._clock = ServiceClock()
+        self._lock = threading.Lock()
+
+    def fits(self, counts: Counter[str], kind: str, n: int) -> bool:
+        with self._lock:
+            return self.model.fits(counts, kind, n)
+
+    def estimate(self, counts: Counter[str]) -> float:
+        """The estimated Redis time of a pipeline of `counts`, in ms."""
+        with self._lock:
+            return self.model.estimate(counts)
+
+    def measured(self, counts: Counter[str], sent: float, answered: float) -> float:
+        """A pipeline of `counts` sent at `sent` was answered at `answered` (time.monotonic):
+        learn from it; returns the seconds of Redis time it took."""
+        with self._lock:
+            took = self._clock.served(sent, answered)
+            self.model.observe(counts, took * 1000)
+            return took
+
+
+class Pipes:
+    """Non-transactional pipelines cut by `budget`. With `first_alone`, the first one is sent
+    and answered before any other (a writer marking a version as pending before it writes
+    one). The order between later pipelines is not kept: what they write must not depend on
+    it (staged versions are invisible until the flip; garbage is garbage in any order)."""
+
+    def __init__(self, client: redis.Redis, budget: RedisBudget, first_alone: bool = False) -> None:
+        self.client = client
+        self.budget = budget
+        self.pipe = client.pipeline(transaction=False)
+        self._counts: Counter[str] = Counter()
+        self._first = first_alone
+        self._sent: deque[Future[float]] = deque()
+
+    def add(self, kind: str, n: int = 1) -> redis.client.Pipeline:
+        """The pipeline to queue `n` commands of `kind` on: the current one, or a new one once
+        the current one is sent (they would take it past the budget)."""
+        if not self.budget.fits(self._counts, kind, n):
+            self.send()
+        self._counts[kind] += n
+        return self.pipe
+
+    def send(self) -> None:
+        if not self._counts:
+            return
+        pipe, counts = self.pipe, self._counts
+        self.pipe, self._counts = self.client.pipeline(transaction=False), Counter()
+        if self._first or self.budget.share < 1.0:  # answered here (paced: then a pause)
+            self._first = False
+            took = self._execute(pipe, counts)
+            if self.budget.share < 1.0:
+                time.sleep(took * (1.0 / self.budget.share - 1.0))
+            return
+        while len(self._sent) >= _IN_FLIGHT:
+            self._sent.popleft().result()
+        self._sent.append(_SENDERS.submit(self._execute, pipe, counts))
+
+    def _execute(self, pipe: redis.client.Pipeline, counts: Counter[str]) -> float:
+        sent = time.monotonic()
+        pipe.execute()
+        return self.budget.measured(counts, sent, time.monotonic())
+
+    def __enter__(self) -> Pipes:
+        return self
+
+    def __exit__(self, kind: object, *_exc: object) -> None:
+        try:
+            if kind is None:
+                self.send()
+            while self._sent:  # every pipeline is answered before the caller goes on
+                sent = self._sent.popleft()
+                if kind is None:
+                    sent.result()
+                else:
+                    sent.exception()
+        finally:
+            self._sent.clear()
+            self.pipe.reset()
