@@ -3,6 +3,7 @@
 - `service`: migrate, run (the daemon), serve (the HTTP API), demo, dev up/down.
 - `operate`: status, replay, resync, reindex, verify, slot drop/take-over (connector.ops).
 - `queries`: search and ask (connector.query).
+- `check`: the preflight of both ends (connector.ops.check).
 - `common`: the log setup, and the one line for an address that cannot be bound.
 
 Each command takes the parsed arguments and returns the exit code. Each imports what it uses when
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from connector.cli import operate, queries, service
+from connector.cli import check, operate, queries, service
 from connector.cli.common import set_up_logging
 from connector.errors import ConnectorError
 
@@ -45,6 +46,13 @@ def _ops_parsers(sub: Commands) -> None:
         sub, "status", "slot, checkpoint, lag, retained WAL, index sizes", operate.status
     )
     status.add_argument("--json", action="store_true")
+
+    preflight = _command(
+        sub, "check", "check Postgres, Redis and the models before a run; exit 1 on errors",
+        check.check,
+    )  # fmt: skip
+    preflight.add_argument("--json", action="store_true", help="print the findings as JSON")
+    preflight.add_argument("--offline", action="store_true", help="do not ask the model providers")
 
     replay = _command(sub, "replay", "re-apply the changes after a saved LSN", operate.replay)
     replay.add_argument(

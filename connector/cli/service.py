@@ -55,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from connector.embed import make_embedder
     from connector.flow.daemon import Connector
     from connector.metrics import HealthServer, Metrics
+    from connector.ops.check import start_checks
     from connector.sink.redis_client import client_for
 
     settings = load_settings(args.config)
     set_up_logging(args, settings)
+    start_checks(settings)  # `connector check`'s offline part: errors refuse, warnings once
     embedder = make_embedder(settings.embedding, client_for(settings.redis))
     metrics = Metrics()
     metrics.track_embedder(lambda: embedder.stats, embedder.provider, embedder.model)
