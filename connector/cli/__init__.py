@@ -1,6 +1,7 @@
 """The `connector` command line: its grammar here, what each command does in the modules beside it.
 
-- `service`: migrate, run (the daemon), serve (the HTTP API), demo, dev up/down.
+- `service`: migrate, run (the daemon), serve (the HTTP API), mcp (the MCP server over
+  stdio), demo, dev up/down.
 - `operate`: status, replay, resync, reindex, verify, slot drop/take-over (connector.ops).
 - `queries`: search and ask (connector.query).
 - `check`: the preflight of both ends (connector.ops.check).
@@ -81,6 +82,8 @@ def _ops_parsers(sub: Commands) -> None:
     serve = _command(sub, "serve", "the HTTP search and answer API, and a page at /", service.serve)
     serve.add_argument("--host", help="listen on this address (default: serve.host)")
     serve.add_argument("--port", type=_positive_int, help="and this port (default: serve.port)")
+
+    _command(sub, "mcp", "the MCP server over stdio, for AI agents (the mcp extra)", service.mcp)
 
     verify = _command(
         sub, "verify", "compare tables with the index; exit 1 on drift", operate.verify

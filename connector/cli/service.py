@@ -1,4 +1,5 @@
-"""The commands that start something: migrate, run (the daemon), serve (the API), demo, dev."""
+"""The commands that start something: migrate, run (the daemon), serve (the API), mcp (the MCP
+server over stdio), demo, dev."""
 
 from __future__ import annotations
 
@@ -122,6 +123,22 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         listening.close()
     return 0 if server.started else 1
+
+
+def mcp(args: argparse.Namespace) -> int:
+    from connector.config import load_settings
+
+    settings = load_settings(args.config)
+    set_up_logging(args, settings)  # to stderr: stdout is the protocol's
+    try:
+        from connector.serve.mcp import serve_stdio
+    except ImportError as exc:
+        raise ConfigError(
+            f"`connector mcp` needs the mcp extra ({exc.name} is missing): "
+            "pip install 'pg-redis-connector[mcp]'"
+        ) from None
+    serve_stdio(settings)
+    return 0
 
 
 def _listen(host: str, port: int) -> socket.socket:

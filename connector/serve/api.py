@@ -29,9 +29,9 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -51,10 +51,10 @@ from prometheus_client import (
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.config import ServeSettings, Settings
-from connector.core.lsn import Lsn
 from connector.errors import ConnectorError, QueryError
 from connector.logs import redact
 from connector.query.answerer import Answerer
@@ -70,16 +70,19 @@ from connector.serve.responses import (
     Problem,
     SearchResponse,
     events,
+    index_state,
     problem,
 )
-from connector.sink.checkpoint import read_checkpoint
 from connector.sink.engine import read_profile
+
+if TYPE_CHECKING:  # the mcp extra
+    from connector.serve.mcp import McpEndpoint
 
 log = logging.getLogger(__name__)
 
 _OPEN = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # never wait for a slot
-_MEASURED = frozenset({"/v1/search", "/v1/ask", "/v1/index", "/healthz", "/readyz"})
+_MEASURED = frozenset({"/v1/search", "/v1/ask", "/v1/index", "/mcp", "/healthz", "/readyz"})
 
 
 class _Metrics:
@@ -136,13 +139,15 @@ class _Api:
 def create_app(settings: Settings) -> FastAPI:
     """The API for `settings` (`connector serve` runs it with uvicorn)."""
     api = _Api(settings)
+    mcp = _mcp(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # A worker thread for every admitted request (anyio's default is 40).
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, settings.serve.max_concurrency)
-        yield
+        async with mcp.running() if mcp else nullcontext():
+            yield
 
     app = FastAPI(
         title="connector", version="1", lifespan=lifespan,
@@ -157,8 +162,22 @@ def create_app(settings: Settings) -> FastAPI:
     _errors(app)
     _routes(app, api)
     _declare(app, api)
+    if mcp is not None:  # behind the guard: the bearer tokens, the concurrency bound
+        app.router.routes.append(Route("/mcp", mcp, methods=["POST"], include_in_schema=False))
     app.state.api = api
     return app
+
+
+def _mcp(settings: Settings) -> McpEndpoint | None:
+    """`POST /mcp` (serve.mcp) when the mcp extra is installed."""
+    try:
+        from connector.serve.mcp import McpEndpoint
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "mcp":
+            raise
+        log.info("no /mcp: the MCP server needs pip install 'pg-redis-connector[mcp]'")
+        return None
+    return McpEndpoint(settings)
 
 
 def _declare(app: FastAPI, api: _Api) -> None:
@@ -317,15 +336,7 @@ def _routes(app: FastAPI, api: _Api) -> None:
 
     @app.get("/v1/index", responses={422: REFUSALS[422]})
     def index(name: str | None = names) -> IndexState:
-        found = api.searcher(name, "name")
-        spec = found.check_index()
-        checkpoint = read_checkpoint(found.client, api.settings.postgres.slot)
-        lag = lsn = None
-        if checkpoint is not None:
-            lag = round(time.time() - (checkpoint.commit_time or checkpoint.updated_at), 3)
-            lsn = checkpoint.visible
-        return IndexState(index=spec.name, physical=spec.physical_name,
-                          lsn=str(lsn or Lsn(0)), lag_seconds=lag)  # fmt: skip
+        return index_state(api.searcher(name, "name"), api.settings.postgres.slot)
 
     _probes(app, api)
 

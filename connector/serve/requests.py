@@ -107,7 +107,11 @@ class RequestModel:
     async def read(self, request: Request) -> Asked:
         """The request's body, validated (raises Refused: 413, 415, 400 or 422)."""
         _check_content_type(request.headers.get("content-type"))
-        raw = await _body(request, self.serve.max_body_bytes)
+        return self.parse(await _body(request, self.serve.max_body_bytes))
+
+    def parse(self, raw: bytes | str) -> Asked:
+        """A body, validated (raises Refused: 400 or 422); `read` and the MCP tools parse with
+        it."""
         try:
             body: Any = self.model.model_validate_json(raw)
         except ValidationError as exc:

@@ -7,16 +7,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from connector.core.lsn import Lsn
 from connector.errors import ConnectorError
 from connector.logs import redact
 from connector.query.answerer import Answerer, cited_sources
-from connector.query.searcher import Hit
+from connector.query.searcher import Hit, Searcher
+from connector.sink.checkpoint import read_checkpoint
 
 log = logging.getLogger("connector.serve.api")  # the API's log, whichever module writes it
 
@@ -92,6 +95,25 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def marked_sources(answer: str, sources: list[Hit]) -> list[HitOut]:
+    """The sources an answer was given, each marked `cited` or not by its text."""
+    cited = cited_sources(answer, sources)
+    return [HitOut.of(hit, any(hit is c for c in cited)) for hit in sources]
+
+
+def index_state(found: Searcher, slot: str) -> IndexState:
+    """Which index the alias points at, its visible LSN and the age of the last commit it
+    applied (`GET /v1/index`, the MCP tool `index_status`)."""
+    spec = found.check_index()
+    checkpoint = read_checkpoint(found.client, slot)
+    lag = lsn = None
+    if checkpoint is not None:
+        lag = round(time.time() - (checkpoint.commit_time or checkpoint.updated_at), 3)
+        lsn = checkpoint.visible
+    return IndexState(index=spec.name, physical=spec.physical_name, lsn=str(lsn or Lsn(0)),
+                      lag_seconds=lag)  # fmt: skip
+
+
 def events(answerer: Answerer, sources: list[Hit], tokens: Iterator[str]) -> Iterator[str]:
     """The answer as Server-Sent Events (run by Starlette in a worker thread)."""
     pieces: list[str] = []
@@ -99,8 +121,7 @@ def events(answerer: Answerer, sources: list[Hit], tokens: Iterator[str]) -> Ite
         for piece in tokens:
             pieces.append(piece)
             yield _event("token", piece)
-        cited = cited_sources("".join(pieces), sources)
-        marked = [HitOut.of(h, any(h is c for c in cited)).model_dump() for h in sources]
+        marked = [hit.model_dump() for hit in marked_sources("".join(pieces), sources)]
         yield _event("sources", json.dumps(marked))
         yield _event("done", "")
     except ConnectorError as exc:
