@@ -5,7 +5,7 @@ It prints the plan first: what changes, the rows to copy, whether vectors are re
 is the same) or embedded again, and the memory the new index needs while both exist (refused
 when Redis's maxmemory has no room for it, unless `--force`); `--dry-run` stops there. Then it
 records the rebuild; the daemon does the work (flow.rebuild), and this command follows the
-progress the daemon records (a progress bar on a terminal, log lines otherwise) until the alias
+progress the daemon records (a progress bar on a terminal, plain lines otherwise) until the alias
 switches.
 """
 
@@ -255,7 +255,7 @@ def _outcome(alias: str, record: Record | None, building: Physical) -> tuple[int
 
 
 class _Shown:
-    """The rebuild's progress as the daemon records it: a bar on a terminal, log lines else."""
+    """The rebuild's progress as the daemon records it: a bar on a terminal, lines else."""
 
     def __init__(self, alias: str, building: Physical, out: TextIO) -> None:
         self.what = f"rebuild of {alias} into {building.name}"
@@ -264,14 +264,15 @@ class _Shown:
         self.copied = False
 
     def update(self, record: Record) -> None:
-        if record.rows_total and self.progress is None:
-            self.progress = Progress(self.what, record.rows_total, self.out)
-        if self.progress is not None and record.rows_done > self.progress.done:
-            self.progress.advance(record.rows_done - self.progress.done)
+        if record.rows_total and self.progress is None:  # rows done before: not in the rate
+            self.progress = Progress(self.what, record.rows_total, self.out, done=record.rows_done)
+        if self.progress is not None:  # 0 rows more: the bar's clock moves on
+            self.progress.advance(max(record.rows_done - self.progress.done, 0))
         if record.phase == "copied" and not self.copied:
             self.copied = True
-            print(f"\n{self.what}: copied as of {record.at}; switching when the connector is "
-                  "past it", file=self.out)  # fmt: skip
+            after_bar = "\n" if self.progress is not None and self.progress.tty else ""
+            print(f"{after_bar}{self.what}: copied as of {record.at}; switching when the "
+                  "connector is past it", file=self.out)  # fmt: skip
 
     def finish(self) -> None:
         if self.progress is not None:
