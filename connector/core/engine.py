@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from connector.errors import ConfigError
 
@@ -89,7 +90,7 @@ def profile_of(
     )
 
 
-def modules_listed(reply: Iterable[Mapping[object, object]]) -> dict[str, str]:
+def modules_listed(reply: Iterable[Mapping[Any, Any]]) -> dict[str, str]:
     """The modules the profile knows from MODULE LIST's reply (name, ver), versions as text."""
     found: dict[str, str] = {}
     for module in reply:
