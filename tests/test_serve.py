@@ -111,6 +111,7 @@ def test_probes_metrics_and_openapi(api: httpx.Client) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+    assert ready.json()["engine"]["search"] and ready.json()["engine"]["text_scorer"] == "BM25STD"
     api.post("/v1/search", json={"text": "document"})
     api.post("/v1/search", json={"text": "x", "k": 0})
     metrics = api.get("/metrics").text
