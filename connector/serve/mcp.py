@@ -108,10 +108,13 @@ class Tools:
     ) -> CallToolResult:
         """The tool's result, or a tool error saying what to fix (a name that is no tool is
         a protocol error)."""
-        run: Callable[[dict[str, Any], Callable[[str], None]], BaseModel]
+        run: Callable[[dict[str, Any], Callable[[str], None]], BaseModel] | None
         run = {"search": self.search, "ask": self.ask, "index_status": self.index_status}.get(
-            params.name, self._unknown
+            params.name
         )
+        if run is None:
+            names = ", ".join(tool.name for tool in self.listed)
+            raise MCPError(INVALID_PARAMS, f"no tool {params.name[:100]!r} (the tools: {names})")
         arguments = params.arguments or {}
         count = [0]
 
@@ -121,9 +124,7 @@ class Tools:
 
         try:
             found = await anyio.to_thread.run_sync(run, arguments, report)
-        except MCPError:
-            raise
-        except Exception as exc:  # every other failure is the call's, never the server's
+        except Exception as exc:  # a failure is the call's, never the server's
             return _failed(params.name, exc)
         structured = found.model_dump(mode="json")
         text = json.dumps(structured, ensure_ascii=False)
@@ -193,10 +194,6 @@ class Tools:
             raise Refused(413, f"arguments: over {limit} bytes as JSON (serve.max_body_bytes)",
                           "arguments")  # fmt: skip
         return self.requests.parse(raw)
-
-    def _unknown(self, _arguments: dict[str, Any], _report: Callable[[str], None]) -> BaseModel:
-        names = ", ".join(tool.name for tool in self.listed)
-        raise MCPError(INVALID_PARAMS, f"no such tool (the tools: {names})")
 
 
 def _failed(tool: str, exc: Exception) -> CallToolResult:
