@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
+import redis
+
 from connector.config import Settings
 from connector.errors import ConfigError
 from connector.ops.check.postgres import check_postgres
@@ -46,7 +49,11 @@ def start_checks(settings: Settings) -> Report:
     the start (with its fix); log each warning once, and each ERROR the daemon ran with
     before. What the daemon says itself (a server it cannot reach yet, which it retries; an
     eviction policy) is left to it."""
-    report = check(settings, offline=True, at_start=True)
+    try:
+        report = check(settings, offline=True, at_start=True)
+    except (psycopg.Error, redis.RedisError, OSError) as exc:  # the daemon retries these
+        log.warning("the start checks could not finish (%s): starting anyway", exc)
+        return Report()
     refused = []
     for found in report.findings:
         if found.at_start == "daemon" or found.level in ("OK", "SKIPPED"):

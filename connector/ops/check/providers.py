@@ -4,8 +4,6 @@ refusals name the setting), and the chat model answers one token. Skipped with `
 
 from __future__ import annotations
 
-import openai
-
 from connector.config import Settings
 from connector.embed import make_embedder
 from connector.errors import ConfigError, ConnectorError
@@ -33,6 +31,8 @@ def _embedding(settings: Settings) -> Finding:
         return ok("embedding", setting, f"hashing, {embedding.dimensions} dimensions",
                   "the built-in hashing embedder: no provider to ask (words, not meaning: for "
                   "tests and trials)")  # fmt: skip
+    import openai  # here: `connector run`'s start checks do not ask providers
+
     probing = embedding.model_copy(
         update={"retry_max_s": min(_PROBE_RETRY_S, embedding.retry_max_s), "cache": False}
     )
@@ -63,6 +63,8 @@ def _embedding(settings: Settings) -> Finding:
 
 
 def _chat(settings: Settings) -> Finding:
+    import openai
+
     from connector.query.answerer import chat_api_key
 
     chat = settings.chat

@@ -150,8 +150,9 @@ def _indexes(
             size = _new_size(want, samples)
             adding += size
             report.add(ok("index", setting, "not built yet",
-                          f"`connector run` creates it and copies its tables (about "
-                          f"{rules.describe_bytes(size)})"))  # fmt: skip
+                          "`connector run` creates it and copies its tables ("
+                          + (f"about {rules.describe_bytes(size)})" if size else "empty now)")
+                          ))  # fmt: skip
             continue
         owner = read_owner(client, record.current)
         report.add(ok("index", f"{setting} owner", owner.describe() if owner else "none recorded",

@@ -107,19 +107,21 @@ class Report:
         }
 
 
-# Where a refusal's message turns from what is wrong to what to do about it.
-_FIX_MARKERS = (". Run: ", ". Fix: ", ": fix ", ": check ", ": add ", ": set ", ": give ",
-                ": run ", ": use ", ": upgrade ", ": choose ", ": raise ", ". Configure ",
-                ": move ", ": make ", ": rebuild ", ": drop ")  # fmt: skip
+# Where a refusal's message turns from what is wrong to what to do about it: the marker, and
+# how much of it is not part of the fix (": set ..." keeps its verb, ". Run: ALTER ..." not).
+_FIX_MARKERS = ((". Run: ", 7), (". Fix: ", 7), (": fix ", 2), (": check ", 2), (": add ", 2),
+                (": set ", 2), (": give ", 2), (": run ", 2), (": use ", 2), (": upgrade ", 2),
+                (": choose ", 2), (": raise ", 2), (". Configure ", 2), (": move ", 2),
+                (": make ", 2), (": rebuild ", 2), (": drop ", 2))  # fmt: skip
 
 
 def split_fix(message: str) -> tuple[str, str]:
     """A refusal's message (a ConfigError: what, then the fix) as (meaning, fix)."""
-    found = [(message.find(m), m) for m in _FIX_MARKERS if m in message]
+    found = [(message.find(m), skip) for m, skip in _FIX_MARKERS if m in message]
     if not found:
         return message, "see the message"
-    at, marker = min(found)
-    return message[:at], message[at + len(marker) :].strip()
+    at, skip = min(found)
+    return message[:at], message[at + skip :].strip()
 
 
 def refusal(area: str, setting: str, value: str, message: str, at_start: AtStart) -> Finding:
