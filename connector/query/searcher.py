@@ -34,6 +34,7 @@ from connector.query.embedders import QueryEmbedders
 from connector.query.filters import FilterValue, build_query
 from connector.query.fusion import fuse_rankings
 from connector.query.hits import Found, Hit, Score, knn_score, no_score
+from connector.query.terms import TermCounts
 from connector.query.trip import Answer, Ask, Recorded, Trip
 from connector.query.visibility import (
     MAX_FETCH,
@@ -116,6 +117,7 @@ class Searcher:
         self._resolved = ResolvedIndex(spec, embedder, None)
         self._checked = False
         self._trip = Trip(client)
+        self._terms = TermCounts()  # how many chunks hold a word, for the BM25 leg
         self._view_reads: dict[str, list[Command]] = {}  # by physical index
         self._lock = threading.Lock()  # `_resolved` is replaced by any searching thread
 
@@ -223,7 +225,8 @@ class Searcher:
             if embedded is not None:
                 embedded(time.perf_counter() - began)
             how = KnnOptions("", ef_runtime or resolved.spec.vector.ef_runtime)
-            commands = SearchCommands(resolved.spec, query, vector, words, how)
+            ranked = self._terms.ranked(self.client, resolved.spec.physical_name, words)
+            commands = SearchCommands(resolved.spec, query, vector, ranked, how)
             try:
                 return self._search(resolved, commands, k, hybrid)
             except ViewTooOld:
