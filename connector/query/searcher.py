@@ -307,14 +307,9 @@ class Searcher:
 
     def _reads(self, spec: IndexSpec) -> list[Command]:
         """The alias's generation and the view's reads (sink.view.queue_view) as commands."""
-        cached = self._view_reads.get(spec.physical_name)
-        if cached is None:
-            recorded = Recorded()
-            recorded.hget(alias_key(spec.name), "generation")
-            queue_view(cast(Pipeline, recorded), self.slot, spec.keys, list(spec.tables))
-            cached = recorded.commands
-            self._view_reads = {spec.physical_name: cached}
-        return cached
+        if spec.physical_name not in self._view_reads:  # the reads of the index it reads now
+            self._view_reads = {spec.physical_name: view_reads(spec, self.slot)}
+        return self._view_reads[spec.physical_name]
 
     def _ask(self, spec: IndexSpec, legs: list[Command]) -> Answer:
         """The replies of `legs` with the manifests of the rows they hit, in one round trip."""
@@ -350,6 +345,14 @@ class Searcher:
             if len(hits) >= need or len(found) < wanted or wanted >= MAX_FETCH:
                 return hits
             current = len(hits)
+
+
+def view_reads(spec: IndexSpec, slot: str) -> list[Command]:
+    """The alias's generation and the view's reads (sink.view.queue_view) as commands."""
+    recorded = Recorded()
+    recorded.hget(alias_key(spec.name), "generation")
+    queue_view(cast(Pipeline, recorded), slot, spec.keys, list(spec.tables))
+    return recorded.commands
 
 
 def _prefixes(spec: IndexSpec) -> dict[str, str]:
