@@ -61,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     set_up_logging(args, settings)
-    start_checks(settings)  # `connector check`'s offline part: errors refuse, warnings once
     embedder = make_embedder(settings.embedding, client_for(settings.redis))
     metrics = Metrics()
     metrics.track_embedder(lambda: embedder.stats, embedder.provider, embedder.model)
@@ -88,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        start_checks(settings)  # `connector check`'s offline part: errors refuse, warnings once
         connector.run()
     finally:
         if server is not None:
