@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -21,16 +23,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import redis
 
 from connector.config import Settings, load_settings
-from connector.errors import ConnectorError
+from connector.embed.local import DEFAULT_MODEL
+from connector.errors import ConnectorError, NotCaughtUpError
+from connector.progress import Progress
 from connector.query import Searcher, searcher
-from connector.sink.redis_client import command
+from connector.sink.redis_client import command, search_total
 from connector.source.connection import connect_dsn
 from connector.source.migrate import apply_migrations
 from connector.source.server import current_wal_lsn
 from connector.testing.services import DevServices
 
+_LINE_EVERY_S = 5.0  # the progress line's pace when stdout is not a terminal
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo"}
 
 
@@ -131,19 +137,49 @@ def _start_daemon(folder: Path, config: Path) -> int:
     return process.pid
 
 
-def _wait_with_progress(found: Searcher, lsn: str, rows: int, timeout_s: float = 1800) -> None:
-    """Wait until the index holds everything, printing progress every few seconds."""
+def _wait_with_progress(
+    found: Searcher, lsn: str, rows: int, alive: Callable[[], bool], log: Path,
+    timeout_s: float = 1800,
+) -> None:  # fmt: skip
+    """Wait until the index holds everything, with one progress bar of the rows indexed (plain
+    lines every few seconds when stdout is not a terminal)."""
     deadline = time.monotonic() + timeout_s
+    progress: Progress | None = None
     while True:
         try:
-            found.wait_for(lsn, timeout_s=5)
-            return
-        except ConnectorError:
+            found.wait_for(lsn, timeout_s=0.25)
+            break
+        except NotCaughtUpError:
             if time.monotonic() > deadline:
                 raise
-        info = command(found.client, "FT.INFO", found.spec.name)
-        chunks = int(info.get(b"num_docs", 0)) if isinstance(info, dict) else 0
-        print(f"  ... {chunks} chunks indexed so far ({rows} rows to go through)", flush=True)
+        if not alive():
+            raise ConnectorError(f"the connector stopped before it indexed the documents: {log} "
+                                 "says why")  # fmt: skip
+        done = _rows_indexed(found)
+        if done is None:
+            continue  # no index yet: the connector is loading its model
+        if progress is None:  # the rate counts from here: the rows the connector writes
+            progress = Progress("indexing documents", rows, sys.stdout, _LINE_EVERY_S, done)
+        progress.advance(max(done - progress.done, 0))
+    progress = progress or Progress("indexing documents", rows, sys.stdout)
+    progress.advance(rows - progress.done)
+    progress.finish()
+
+
+def _rows_indexed(found: Searcher) -> int | None:
+    """The rows the connector has written so far (each has one chunk 0 in the index while it
+    copies them), or None before it has created its index: it does once its model is loaded."""
+    try:
+        reply = command(found.client, "FT.SEARCH", found.spec.name, "@chunk:[0 0]",
+                        "LIMIT", "0", "0")  # fmt: skip
+    except redis.ResponseError:
+        return None
+    return search_total(reply)
+
+
+def _alive(pid: int) -> bool:
+    """The daemon (a child of this process) has not exited."""
+    return os.waitpid(pid, os.WNOHANG) == (0, 0)
 
 
 def _current_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> str:
@@ -206,10 +242,15 @@ def run_demo(folder: Path, limit: int) -> int:
     print(f"loaded {loaded} standard-library docstrings into documents")
     started = time.monotonic()
     pid = _start_daemon(folder, config)
+    if settings.embedding.provider == "local":  # here and in the connector, at the same time
+        model = settings.embedding.local_model or DEFAULT_MODEL
+        print(f"loading the embedding model ({model}) ...", flush=True)
+        logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # said once
     found = searcher(settings)
     with connect_dsn(state["postgres_dsn"]) as conn:
         lsn = _current_lsn(conn)
-    _wait_with_progress(found, lsn, loaded)
+    alive = functools.partial(_alive, pid)
+    _wait_with_progress(found, lsn, loaded, alive, folder / "connector.log")
     print(f"connector (pid {pid}) indexed them in {time.monotonic() - started:.1f}s")
     for question in ("parse a JSON document", "compress data with gzip", "open a TCP socket"):
         _show(found, question)

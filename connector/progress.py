@@ -53,6 +53,11 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def rate(per_s: float) -> str:
+    """`305`, `7.5`, `0.26`: whole numbers once they are big enough to need no decimals."""
+    return f"{per_s:.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
 def describe(what: str, done: int, total: int, speed: Pace | None) -> str:
     """`what: 500/30454 rows (2%), 305 rows/s, ETA 1m38s` (no rate and ETA without a pace)."""
     return f"{what}: {counts(done, total, speed)}"
@@ -62,14 +67,15 @@ def counts(done: int, total: int, speed: Pace | None) -> str:
     pct = 100.0 * done / total if total else 100.0
     text = f"{done}/{total} rows ({pct:.0f}%)"
     if speed is not None:
-        text += f", {speed.rate:.0f} rows/s, ETA {duration(speed.eta_s)}"
+        text += f", {rate(speed.rate)} rows/s"
+        text += f", ETA {duration(speed.eta_s)}" if done < total else ""
     return text
 
 
 def summary(what: str, done: int, elapsed_s: float, speed: Pace | None) -> str:
     """`what: 30454 rows in 99.8s, 305 rows/s`: the line at the end."""
-    rate = f", {speed.rate:.0f} rows/s" if speed is not None else ""
-    return f"{what}: {done} rows in {elapsed_s:.1f}s{rate}"
+    shown = f", {rate(speed.rate)} rows/s" if speed is not None else ""
+    return f"{what}: {done} rows in {elapsed_s:.1f}s{shown}"
 
 
 def bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:

@@ -33,6 +33,11 @@ def test_no_rate_while_nothing_moved_and_no_negative_eta_past_the_total() -> Non
     assert pace(500, 1000, elapsed_s=60.0, since=500) is None  # a model loading: no "0 rows/s"
     speed = pace(1200, 1000, elapsed_s=2.0)
     assert speed is not None and speed.eta_s == 0.0
+    done = pace(1000, 1000, elapsed_s=2.0)
+    assert describe("copy", 1000, 1000, done) == "copy: 1000/1000 rows (100%), 500 rows/s"
+    assert describe("copy", 3, 1000, pace(3, 1000, 40.0)) == (
+        "copy: 3/1000 rows (0%), 0.075 rows/s, ETA 3h41m"  # slow, not "0 rows/s"
+    )
 
 
 def test_durations_read_as_a_person_would_say_them() -> None:
