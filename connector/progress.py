@@ -72,10 +72,12 @@ def counts(done: int, total: int, speed: Pace | None) -> str:
     return text
 
 
-def summary(what: str, done: int, elapsed_s: float, speed: Pace | None) -> str:
-    """`what: 30454 rows in 99.8s, 305 rows/s`: the line at the end."""
+def summary(what: str, done: int, elapsed_s: float, speed: Pace | None, since: int = 0) -> str:
+    """`what: 30454 rows in 99.8s, 305 rows/s`: the line at the end (the time is left out when
+    rows were done before it started: they took longer)."""
+    took = f" in {elapsed_s:.1f}s" if not since else ""
     shown = f", {rate(speed.rate)} rows/s" if speed is not None else ""
-    return f"{what}: {done} rows in {elapsed_s:.1f}s{shown}"
+    return f"{what}: {done} rows{took}{shown}"
 
 
 def bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
@@ -132,7 +134,7 @@ class Progress:
             self._draw()
             self.stream.write("\n")
             self.stream.flush()
-        done = summary(self.what, self.done, self.elapsed(), self.pace())
+        done = summary(self.what, self.done, self.elapsed(), self.pace(), self.since)
         if self.logged:
             log.info("%s", done)
         elif not self.tty:

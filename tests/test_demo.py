@@ -45,4 +45,4 @@ def test_the_demo_counts_rows_indexed_in_plain_lines_off_a_terminal(
     assert lines and all(line.startswith("indexing documents: ") for line in lines), out
     for done, total in re.findall(r"(\d+)/(\d+) rows", out):
         assert int(total) == 300 and int(done) <= 300, out
-    assert lines[-1].startswith("indexing documents: 300 rows in "), out
+    assert lines[-1].startswith("indexing documents: 300 rows"), out

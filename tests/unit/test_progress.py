@@ -73,9 +73,11 @@ def test_rows_done_before_the_progress_started_are_not_in_its_rate() -> None:
     progress.advance(0)
     progress.started -= 2.0
     progress.advance(610)
+    progress.finish()
     assert out.getvalue().splitlines() == [
         "rebuild: 500/30454 rows (2%)",
         "rebuild: 1110/30454 rows (4%), 305 rows/s, ETA 1m36s",
+        "rebuild: 1110 rows, 305 rows/s",  # not "1110 rows in 2.0s": 500 took longer
     ]
 
 
