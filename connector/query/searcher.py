@@ -117,7 +117,7 @@ class Searcher:
         self._resolved = ResolvedIndex(spec, embedder, None)
         self._checked = False
         self._trip = Trip(client)
-        self._terms = TermCounts()  # how many chunks hold a word, for the BM25 leg
+        self.terms = TermCounts()  # how many chunks hold a word: the BM25 leg's words
         self._view_reads: dict[str, list[Command]] = {}  # by physical index
         self._lock = threading.Lock()  # `_resolved` is replaced by any searching thread
 
@@ -225,7 +225,7 @@ class Searcher:
             if embedded is not None:
                 embedded(time.perf_counter() - began)
             how = KnnOptions("", ef_runtime or resolved.spec.vector.ef_runtime)
-            ranked = self._terms.ranked(self.client, resolved.spec.physical_name, words)
+            ranked = self.terms.ranked(self.client, resolved.spec.physical_name, words)
             commands = SearchCommands(resolved.spec, query, vector, ranked, how)
             try:
                 return self._search(resolved, commands, k, hybrid)

@@ -29,14 +29,16 @@ COUNTS_TTL_S = 300.0
 _MAX_KEPT = 100_000  # counts kept in all; past it they are read again
 
 
-def ranked_words(words: Sequence[str], counts: Mapping[str, int]) -> tuple[str, ...]:
+def ranked_words(
+    words: Sequence[str], counts: Mapping[str, int], budget: int = POSTINGS_BUDGET
+) -> tuple[str, ...]:
     """`words` (each once, in lower case: RediSearch matches regardless of case) without those
     too common to rank, by `counts` (chunks holding each word), in their order."""
     unique = list(dict.fromkeys(word.lower() for word in words))
     kept: set[str] = set()
     total = 0
     for word in sorted(unique, key=lambda w: counts.get(w, 0)):
-        if total + counts.get(word, 0) > POSTINGS_BUDGET:
+        if total + counts.get(word, 0) > budget:
             break
         kept.add(word)
         total += counts.get(word, 0)
@@ -56,9 +58,10 @@ def count_command(index: str, word: str) -> Command:
 
 class TermCounts:
     """How many chunks of each index hold each word, as read, each kept for COUNTS_TTL_S
-    (shared by a Searcher's threads)."""
+    (shared by a Searcher's threads), and the leg's budget of chunks (`ranked_words`)."""
 
-    def __init__(self, ttl_s: float = COUNTS_TTL_S) -> None:
+    def __init__(self, budget: int = POSTINGS_BUDGET, ttl_s: float = COUNTS_TTL_S) -> None:
+        self.budget = budget
         self.ttl_s = ttl_s
         self._counts: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
@@ -93,4 +96,4 @@ class TermCounts:
             self.learn(index, {w: search_total(r) for w, r in zip(missing, replies, strict=True)})
         with self._lock:
             counts = {w: self._counts.get((index, w), (0.0, 0))[1] for w in unique}
-        return ranked_words(unique, counts)
+        return ranked_words(unique, counts, self.budget)
