@@ -209,8 +209,9 @@ def _table(conn: Conn, table: TableSettings, report: Report) -> TableSample:
     row = conn.execute("SELECT has_table_privilege(to_regclass(%s), 'SELECT')", [name]).fetchone()
     if not (row and row[0]):
         report.add(error("tables", f"{setting} SELECT", "not granted",
-                         "the role cannot read the table: the copy fails",
-                         f"GRANT SELECT ON {name} TO <the connector's role>"))  # fmt: skip
+                         "the role cannot read the table: a copy, a resync and the read-back of "
+                         "TOASTed content fail", f"GRANT SELECT ON {name} TO <the connector's "
+                         "role>", at_start="warn"))  # fmt: skip
         return TableSample(table, 0)
     report.add(rules.column_types(name, dict(table.metadata), info.column_types))
     return _sample(conn, info)
@@ -276,9 +277,13 @@ def _sample(conn: Conn, info: TableInfo) -> TableSample:
     with contextlib.suppress(psycopg.Error):
         for values in conn.execute(query):
             texts.append("\n\n".join(str(v) for v in values if v is not None))
-    if rows < 0:  # never analysed: count (a new or small table)
-        found = conn.execute(
-            psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(schema, table))
-        ).fetchone()
-        rows = int(str(found[0])) if found else 0
+    if rows < 0:  # never analysed: count (a new or small table), for a few seconds at most
+        count = psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+            psycopg.sql.Identifier(schema, table)
+        )
+        rows = 0
+        with contextlib.suppress(psycopg.errors.QueryCanceled), conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = '5s'")
+            found = conn.execute(count).fetchone()
+            rows = int(str(found[0])) if found else 0
     return TableSample(info.settings, rows, texts)
