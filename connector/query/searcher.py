@@ -225,9 +225,9 @@ class Searcher:
             if embedded is not None:
                 embedded(time.perf_counter() - began)
             how = KnnOptions("", ef_runtime or resolved.spec.vector.ef_runtime)
-            ranked = self.terms.ranked(self.client, resolved.spec.physical_name, words)
-            commands = SearchCommands(resolved.spec, query, vector, ranked, how)
             try:
+                ranked = self.terms.ranked(self.client, resolved.spec.physical_name, words)
+                commands = SearchCommands(resolved.spec, query, vector, ranked, how)
                 return self._search(resolved, commands, k, hybrid)
             except ViewTooOld:
                 continue  # the versions it needed were collected: read the visible LSN again
