@@ -302,15 +302,18 @@ def _routes(app: FastAPI, api: _Api) -> None:
     timeout = api.settings.serve.min_lsn_timeout_s
     body = _request_body(api.settings.serve)
 
-    def found(asked: Asked) -> SearchResponse:
+    def found(asked: Asked) -> Response:
         result = api.searcher(asked.index).search_at(
             asked.text, asked.k, asked.filters, asked.min_lsn, hybrid=asked.hybrid,
             timeout_s=timeout, embedded=api.metrics.embedding.observe,
         )  # fmt: skip
-        return SearchResponse(hits=[HitOut.of(h) for h in result.hits], lsn=str(result.lsn))
+        hits = SearchResponse(hits=[HitOut.of(h) for h in result.hits], lsn=str(result.lsn))
+        # Encoded here, on the worker thread, by pydantic-core: returned as a model, FastAPI
+        # would validate it again and encode it with json.dumps on the event loop.
+        return Response(hits.model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/search", openapi_extra=body, responses=REFUSALS)
-    async def search(request: Request) -> SearchResponse:
+    @app.post("/v1/search", response_model=SearchResponse, openapi_extra=body, responses=REFUSALS)
+    async def search(request: Request) -> Response:
         asked = await api.requests.read(request)
         return await run_in_threadpool(found, asked)
 
