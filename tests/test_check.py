@@ -26,10 +26,10 @@ from connector.sink.layout import read_record
 from connector.sink.memory import estimate_rebuild
 from connector.source.migrate import apply_migrations
 from connector.testing.config import write_config
-from connector.testing.daemon import DaemonThread
+from connector.testing.daemon import DaemonProcess, DaemonThread
 from connector.testing.openai_server import FakeOpenAI
 from connector.testing.services import PostgresServer, RedisStackServer
-from tests.support import cli, make_settings, openai_settings, synced
+from tests.support import cli, keys_of, make_settings, openai_settings, synced
 
 ROWS = 300
 
@@ -258,3 +258,22 @@ def _wait_indexed(client: redis.Redis, index: str) -> None:
             pass
         assert time.monotonic() < deadline, f"{index} not indexed again"
         time.sleep(0.05)
+
+
+def test_a_warning_at_start_is_logged_once_and_the_daemon_runs(
+    migrated_dsn: str, tmp_path: Path
+) -> None:
+    """What `check` calls a WARNING does not stop `connector run`: it is logged once."""
+    server = RedisStackServer(tmp_path / "redis")
+    server.start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.config_set("appendonly", "no")  # redis.wait_aof has nothing to wait for
+        settings = make_settings(migrated_dsn, server.url)
+        with DaemonProcess.for_settings(settings, tmp_path) as daemon:
+            fill(migrated_dsn, 20)
+            assert keys_of(synced(settings, migrated_dsn, 60), "row 7 says", k=1) == [("7",)]
+        assert daemon.count("no append-only file") == 1, daemon.tail()
+        assert daemon.count("Fix: CONFIG SET appendonly yes") == 1, daemon.tail()
+    finally:
+        server.stop()
