@@ -5,6 +5,7 @@ its owner slot, and its size (sink.memory's estimates) against maxmemory."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -61,7 +62,7 @@ def check_redis(settings: Settings, report: Report, samples: list[TableSample] |
         return
     with plain:
         report.add(_versions(plain))
-        enabled = int(plain.info("cluster").get("cluster_enabled", 0) or 0) == 1
+        enabled = int(_info(plain, "cluster").get("cluster_enabled", 0) or 0) == 1
         report.add(rules.cluster(enabled, settings.redis.cluster))
         report.add(_policy(plain, settings))
         report.add(rules.aof(settings.redis.wait_aof, *_aof(plain)))
@@ -69,9 +70,22 @@ def check_redis(settings: Settings, report: Report, samples: list[TableSample] |
             return
     with client_for(settings.redis) as client:
         adding, rebuild = _indexes(client, settings, report, samples)
-        memory = client.info("memory")
+        memory = _info(client, "memory")
+        if not memory:
+            report.add(warning(R, "maxmemory", "?", "INFO memory is refused on this server: "
+                               "the indexes' size was not compared with maxmemory",
+                               "give the connector's user INFO, or compare by hand"))  # fmt: skip
+            return
         used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
         report.add(rules.memory(limit, used, adding, rebuild))
+
+
+def _info(client: redis.Redis, section: str) -> dict[str, Any]:
+    """An INFO section ({} when the server or the user's ACL refuses it)."""
+    try:
+        return dict(client.info(section))
+    except redis.ResponseError:
+        return {}
 
 
 def _versions(client: redis.Redis) -> Finding:
@@ -162,7 +176,12 @@ def _indexes(
         ratio = (want.dimensions * width(want.vector.type)) / (
             built.dimensions * width(built.vector.type)
         )
-        size = estimate_rebuild(client, record.current, ratio).needed
+        try:
+            size = estimate_rebuild(client, record.current, ratio).needed
+        except redis.ResponseError as exc:  # MEMORY USAGE or FT.INFO refused (managed Redis)
+            report.add(warning("index", f"{setting} size", "?", f"not estimated: {exc}",
+                               "compare the index's size with maxmemory by hand"))  # fmt: skip
+            size = 0
         rebuild = max(rebuild, size)
         finding = _settings_change(settings, alias, built, want, size)
         adding += size if finding.level == "WARNING" else 0  # reindex.auto rebuilds at start
