@@ -43,6 +43,7 @@ def test_search_returns_hits_with_the_lsn_they_reflect_and_reads_your_writes(
 ) -> None:
     found = api.post("/v1/search", json={"text": "title 7\n\nthe body of document number 7"})
     assert found.status_code == 200, found.text
+    assert found.headers["content-type"] == "application/json"  # encoded by pydantic-core
     body = found.json()
     top = body["hits"][0]
     assert (top["table"], top["key"], top["index"]) == ("public.documents", ["7"], "documents.v1")
