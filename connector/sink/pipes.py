@@ -6,8 +6,10 @@ take it past the Redis-time budget (`redis.pipeline_budget_ms`) by the costs lea
 a search waits behind one short pipeline, not behind dozens of HNSW insertions. Up to
 `_IN_FLIGHT` pipelines are in flight at once, each on a connection of its own, while the next
 is built: Redis answers one while the other is already queued, so it is not left idle between
-short pipelines. Each answer teaches the writer's `RedisBudget` what its commands cost (the
-Redis time of the pipeline, core.budget.ServiceClock).
+short pipelines. Each answer teaches the writer's `RedisBudget` what its commands cost: the
+Redis time of the pipeline, read from Redis's own clock (a TIME before and after its commands,
+so the round trip and the client's Python are not counted). A cluster client's TIME would go
+to any node: there, the time from send to answer counts (core.budget.ServiceClock).
 
 A writer with a `share` below 1 (a rebuild's copy next to searches) sends one pipeline at a
 time and leaves Redis alone after each for as long as it took, times (1 / share - 1).
@@ -49,13 +51,16 @@ class RedisBudget:
         with self._lock:
             return self.model.estimate(counts)
 
-    def measured(self, counts: Counter[str], sent: float, answered: float) -> float:
-        """A pipeline of `counts` sent at `sent` was answered at `answered` (time.monotonic):
-        learn from it; returns the seconds of Redis time it took."""
+    def measured(self, counts: Counter[str], took_s: float) -> None:
+        """A pipeline of `counts` took `took_s` of Redis time: learn from it."""
         with self._lock:
-            took = self._clock.served(sent, answered)
-            self.model.observe(counts, took * 1000)
-            return took
+            self.model.observe(counts, took_s * 1000)
+
+    def served(self, sent: float, answered: float) -> float:
+        """The Redis time of a pipeline sent at `sent`, answered at `answered`, next to the
+        writer's others in flight (time.monotonic)."""
+        with self._lock:
+            return self._clock.served(sent, answered)
 
 
 class Pipes:
@@ -67,7 +72,8 @@ class Pipes:
     def __init__(self, client: redis.Redis, budget: RedisBudget, first_alone: bool = False) -> None:
         self.client = client
         self.budget = budget
-        self.pipe = client.pipeline(transaction=False)
+        self._timed = not isinstance(client, redis.RedisCluster)
+        self.pipe = self._pipeline()
         self._counts: Counter[str] = Counter()
         self._first = first_alone
         self._sent: deque[Future[float]] = deque()
@@ -84,7 +90,7 @@ class Pipes:
         if not self._counts:
             return
         pipe, counts = self.pipe, self._counts
-        self.pipe, self._counts = self.client.pipeline(transaction=False), Counter()
+        self.pipe, self._counts = self._pipeline(), Counter()
         if self._first or self.budget.share < 1.0:  # answered here (paced: then a pause)
             self._first = False
             took = self._execute(pipe, counts)
@@ -95,10 +101,24 @@ class Pipes:
             self._sent.popleft().result()
         self._sent.append(_SENDERS.submit(self._execute, pipe, counts))
 
+    def _pipeline(self) -> redis.client.Pipeline:
+        pipe = self.client.pipeline(transaction=False)
+        if self._timed:
+            pipe.time()  # Redis's clock as it begins the pipeline's commands
+        return pipe
+
     def _execute(self, pipe: redis.client.Pipeline, counts: Counter[str]) -> float:
+        """Send `pipe`, learn its Redis time (seconds), which it returns."""
         sent = time.monotonic()
-        pipe.execute()
-        return self.budget.measured(counts, sent, time.monotonic())
+        if not self._timed:
+            pipe.execute()
+            took = self.budget.served(sent, time.monotonic())
+        else:
+            pipe.time()  # ... and as it ends them
+            replies = pipe.execute()
+            took = _seconds(replies[-1]) - _seconds(replies[0])
+        self.budget.measured(counts, took)
+        return took
 
     def __enter__(self) -> Pipes:
         return self
@@ -116,3 +136,9 @@ class Pipes:
         finally:
             self._sent.clear()
             self.pipe.reset()
+
+
+def _seconds(reply: object) -> float:
+    """A TIME reply (seconds, microseconds) in seconds."""
+    seconds, micros = reply  # type: ignore[misc]
+    return int(seconds) + int(micros) / 1e6
