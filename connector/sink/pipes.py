@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import redis
 
@@ -140,5 +141,5 @@ class Pipes:
 
 def _seconds(reply: object) -> float:
     """A TIME reply (seconds, microseconds) in seconds."""
-    seconds, micros = reply  # type: ignore[misc]
+    seconds, micros = cast(tuple[int, int], reply)
     return int(seconds) + int(micros) / 1e6
