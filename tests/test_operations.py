@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -263,7 +264,12 @@ def _get(url: str) -> tuple[int, str]:
 def test_sigterm_during_a_stream_exits_0_and_a_restart_loses_nothing(
     migrated_dsn: str, redis_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(migrated_dsn, redis_url)
+    # The promise: a SIGTERM under a writer ends the daemon within pipeline.shutdown_timeout_s,
+    # its threads stopped. A small queue keeps a backlog in the stream, which a reader that
+    # read on after the stop (waiting on the full queue for each transaction) never got through.
+    shutdown_s = 5.0
+    pipeline = {"shutdown_timeout_s": shutdown_s, "queue_max_changes": 10}
+    settings = make_settings(migrated_dsn, redis_url, pipeline=pipeline)
     config = write_config(tmp_path / "connector.toml", settings)
     log = tmp_path / "connector.log"
     process = spawn(config, log)
@@ -286,7 +292,13 @@ def test_sigterm_during_a_stream_exits_0_and_a_restart_loses_nothing(
         writer.start()
         time.sleep(1.0)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0, log.read_text()
+        try:
+            assert process.wait(shutdown_s) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {shutdown_s}s after SIGTERM:\n{log.read_text()}"
+            ) from None
+        assert "did not stop in time" not in log.read_text(), log.read_text()
         time.sleep(0.3)
         stop.set()
         writer.join()

@@ -50,6 +50,11 @@ class Durability(threading.Thread):
                 self._applied = lsn
                 self._cond.notify()
 
+    def wake(self) -> None:
+        """Let the thread see its stop event now, not at its next wait's end."""
+        with self._cond:
+            self._cond.notify()
+
     def run(self) -> None:
         try:
             while not self.stop.is_set():

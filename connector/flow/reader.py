@@ -53,6 +53,11 @@ class Reader(threading.Thread):
                         "(postgres.stream_timeout_s): the connection is dead; reconnecting"
                     )
                 for message in self.repl.read(timeout_s=0.25):
+                    if self.stop.is_set():
+                        # Under a writer the stream never runs dry: without this the reader
+                        # would read on (and wait on a queue nobody takes from) after a stop.
+                        # What it leaves unread is read again from the slot.
+                        break
                     last_message = time.monotonic()
                     received += 1
                     if isinstance(message, Keepalive):
@@ -73,7 +78,8 @@ class Reader(threading.Thread):
             self.stop.set()
 
     def _put(self, item: Item, size: int = 0) -> None:
-        while not self.queue.put(item, timeout_s=0.5, size=size):
+        # A full queue is waited on in short steps: a stop is seen within one of them.
+        while not self.queue.put(item, timeout_s=0.1, size=size):
             self.repl.confirm(self.confirmable())
             self.repl.send_status()  # keep the server from timing us out while we wait
             if self.stop.is_set():

@@ -49,6 +49,8 @@ _GC_IDLE_S = 0.02
 _LAYOUT_POLL_S = 0.25
 # How often it looks for partitions new to it (partitioned tables only).
 _PARTITION_POLL_S = 2.0
+# How long the end of an attempt (not a shutdown) waits for each of its threads.
+_JOIN_S = 5.0
 
 
 class Stream:
@@ -68,6 +70,7 @@ class Stream:
         self.in_hand = InHand()
         # Ends this attempt's threads (a thread failed, a switch): not the daemon (state.stop).
         self.stop = threading.Event()
+        self._deadline: float | None = None  # a shutdown's (monotonic), once one began
         with contextlib.ExitStack() as opened:
             self.client = client_for(settings.redis)
             opened.callback(self.client.close)
@@ -216,24 +219,41 @@ class Stream:
             self._shut_down()
 
     def _shut_down(self) -> None:
-        """Confirm what Redis holds durably, then close the stream (SIGTERM / SIGINT)."""
+        """Confirm what Redis holds durably, then close the stream (SIGTERM / SIGINT), all
+        within `pipeline.shutdown_timeout_s`."""
         durability, reader = self.durability, self.reader
-        deadline = self.settings.pipeline.shutdown_timeout_s
-        if not durability.drain(deadline / 2):
-            log.warning("Redis did not confirm the last write within %.1fs", deadline / 2)
+        timeout_s = self.settings.pipeline.shutdown_timeout_s
+        self._deadline = time.monotonic() + timeout_s
+        if not durability.drain(timeout_s / 2):
+            log.warning("Redis did not confirm the last write within %.1fs", timeout_s / 2)
         reader.stop.set()
-        reader.join(deadline / 2)
-        with contextlib.suppress(Exception):
-            reader.repl.confirm(durability.confirmable())
-            reader.repl.send_status(force=True)
+        if self._join(reader):  # the connection is the reader's while it runs
+            with contextlib.suppress(Exception):
+                reader.repl.confirm(durability.confirmable())
+                reader.repl.send_status(force=True)
 
     def _stop_streaming(self) -> None:
         self.state.ready.clear()
         self.stop.set()
-        self.reader.join(5)
-        self.durability.join(5)
+        self.durability.wake()
+        self._join(self.reader)
+        self._join(self.durability)
         self.durable_client.close()
         self.monitor.close()
+
+    def _join(self, thread: threading.Thread) -> bool:
+        """Wait for one of the attempt's threads until the shutdown's deadline (or `_JOIN_S`
+        when the attempt ends otherwise); False, said, when it is still running."""
+        deadline = self._deadline or time.monotonic() + _JOIN_S
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if not thread.is_alive():
+            return True
+        log.warning(
+            "thread %s did not stop in time (pipeline.shutdown_timeout_s = %.1fs); leaving it",
+            thread.name,
+            self.settings.pipeline.shutdown_timeout_s,
+        )
+        return False
 
     # ----------------------------------------------------------------- for the monitor
 
