@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from connector.core.versions import Manifest
 from connector.query.commands import Command
@@ -108,12 +109,13 @@ class Trip:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.clustered = isinstance(client, redis.RedisCluster)
-        self._script = None if self.clustered else client.register_script(_SCRIPT)
+        self._script: Script | None = None  # registered at the first run
 
     def run(self, ask: Ask) -> Answer:
-        if self._script is None:
+        if isinstance(self.client, redis.RedisCluster):
             return pipelined(self.client, ask)
+        if self._script is None:
+            self._script = self.client.register_script(_SCRIPT)
         args = [
             *_encoded(ask.reads), *_encoded([ask.count] if ask.count else []),
             *_encoded(ask.few), *_encoded(ask.many), ask.limit,
