@@ -29,7 +29,7 @@ from connector.testing.openai_server import FakeOpenAI
 LATENCY_S = 0.020
 DIMENSIONS = 384
 TRANSACTION_ROWS = 2_000
-LONE_P50_TARGET_MS = 25.0
+LONE_P50_TARGET_MS = 22.0  # issue #23: the server's 20 ms and at most 2 ms of ours
 ROWS_S_TARGET = 2_000.0
 PGAI_ROWS_S = "1,160-1,275"
 
