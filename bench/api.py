@@ -2,7 +2,8 @@
 one-chunk rows (full 100,000, quick 10,000; hashing, 384 d), 16 concurrent clients with
 keep-alive connections, next to `Searcher.search()` called from 16 threads in the benchmark's
 own process, same questions, same run (the ceiling). Targets: throughput >= 0.7 of the
-ceiling, p99 <= 10 ms."""
+ceiling, p99 <= 10 ms. Also the server's CPU time per request next to the in-process search's
+(what the HTTP stack adds, whatever else the machine runs)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from bench.env import REPO, Services, scenario, wait_streaming
 from bench.ingest import load
 from bench.report import BenchResult
 from bench.sizes import Sizes
-from bench.stats import percentile
+from bench.stats import cpu_seconds, percentile
 from connector.testing.config import write_config
 from connector.testing.daemon import child_environment
 from connector.testing.services import free_port
@@ -74,14 +75,17 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         found = scene.searcher()
         for question in queries:
             found.search(question, k=10)
+        cpu = time.process_time()
         direct = _hammer(lambda i: _ignore(found.search(queries[i % QUERIES], k=10)), seconds)
+        search_cpu_ms = 1000 * (time.process_time() - cpu) / len(direct[1])
         port = free_port()
         served = scene.settings.model_copy(
             update={"serve": scene.settings.serve.model_copy(update={"port": port})}
         )
         config = write_config(scene.workdir / "serve.toml", served)
-        api_over_http = _serve_and_hammer(config, scene.workdir / "serve.log", port, queries,
-                                          seconds)  # fmt: skip
+        api_over_http, server_cpu_ms = _serve_and_hammer(
+            config, scene.workdir / "serve.log", port, queries, seconds
+        )
     data = {
         "chunks": count,
         "clients": CLIENTS,
@@ -90,6 +94,8 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         "api_qps": api_over_http[0],
         "api_p50_ms": 1000 * percentile(api_over_http[1], 50),
         "api_p99_ms": 1000 * percentile(api_over_http[1], 99),
+        "searcher_cpu_ms": search_cpu_ms,
+        "server_cpu_ms": server_cpu_ms,
     }
     result.data = data
     ratio = data["api_qps"] / data["searcher_qps"]
@@ -113,13 +119,22 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
         target=f"<= {P99_TARGET_MS:.0f} ms",
         met=data["api_p99_ms"] <= P99_TARGET_MS,
     )
+    # CPU per request: what the server adds to a search, robust to a busy machine's scheduling.
+    result.add(
+        "  connector serve's CPU per request",
+        data["server_cpu_ms"],
+        "ms",
+        ceilings=f"Searcher.search() in-process: {data['searcher_cpu_ms']:.2f} ms per search",
+        ratio=data["server_cpu_ms"] / data["searcher_cpu_ms"],
+    )
     return result
 
 
 def _serve_and_hammer(
     config: Path, log: Path, port: int, queries: list[str], seconds: float
-) -> tuple[float, list[float]]:
-    """`connector serve` in a process of its own, and CLIENTS clients calling it."""
+) -> tuple[tuple[float, list[float]], float]:
+    """`connector serve` in a process of its own, and CLIENTS clients calling it: (calls per
+    second, latencies) and the server's CPU milliseconds per call."""
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "serve", "--config", str(config)],
@@ -156,7 +171,9 @@ def _serve_and_hammer(
         for n in range(QUERIES):  # the server's query cache, as the Searcher's above
             call(n * CLIENTS)
         try:
-            return _hammer(call, seconds)
+            cpu = cpu_seconds(process.pid)
+            hammered = _hammer(call, seconds)
+            return hammered, 1000 * (cpu_seconds(process.pid) - cpu) / len(hammered[1])
         finally:
             for client in clients:
                 client.close()
