@@ -7,7 +7,7 @@ sink implements the reads (sink.view.RedisReads), a test an in-memory one. Pure:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,8 +24,11 @@ class IndexReads(Protocol):
         """The manifest of each row (table, encoded key), in order."""
         ...
 
-    def floors(self, tables: Iterable[str]) -> dict[str, list[Lsn]]:
-        """The truncate floors of each table."""
+    def manifests_and_floors(
+        self, rows: Sequence[tuple[str, str]]
+    ) -> tuple[list[Manifest], dict[str, list[Lsn]]]:
+        """The manifest of each row (table, encoded key), in order, and the truncate floors of
+        their tables, read together (one round trip: a lone commit's plan waits for it)."""
         ...
 
     def chunk_fields(

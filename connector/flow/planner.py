@@ -70,8 +70,8 @@ class Planner:
         """The writes of `effects` for readers now at `visible`."""
         changed = [*effects.rows.values(), *self._leaf_deletes(effects)]
         states = [self._bind(s) for s in changed if s.table.name in self._tables]
-        manifests = self.reads.manifests([(s.table.name, s.key) for s in states])
-        floors = self.reads.floors(s.table.name for s in states)
+        idents = [(s.table.name, s.key) for s in states]
+        manifests, floors = self.reads.manifests_and_floors(idents)
         for table, lsn in effects.truncated.items():  # this batch's own, not staged yet
             floors.setdefault(table, []).append(lsn)
         batch = BatchWrite(

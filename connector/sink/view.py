@@ -108,13 +108,21 @@ class RedisReads:
         """The manifest of each row (table, encoded key), in order."""
         return read_manifests(self.client, self.keys, rows)
 
-    def floors(self, tables: Iterable[str]) -> dict[str, list[Lsn]]:
-        """The truncate floors of each table."""
-        names = sorted(set(tables))
+    def manifests_and_floors(
+        self, rows: Sequence[tuple[str, str]]
+    ) -> tuple[list[Manifest], dict[str, list[Lsn]]]:
+        """The manifest of each row (table, encoded key), in order, and the truncate floors of
+        their tables, in one round trip."""
+        names = sorted({table for table, _key in rows})
         pipe = self.client.pipeline(transaction=False)
+        for table, key in rows:
+            pipe.hgetall(self.keys[table].row(table, key))
         for table in names:
             pipe.hgetall(self.keys[table].floor(table))
-        return {t: parse_floors(raw) for t, raw in zip(names, pipe.execute(), strict=True)}
+        replies = pipe.execute() if rows else []
+        manifests = [Manifest.parse(raw) for raw in replies[: len(rows)]]
+        floors = replies[len(rows) :]
+        return manifests, {t: parse_floors(raw) for t, raw in zip(names, floors, strict=True)}
 
     def chunk_fields(
         self, chunks: Sequence[tuple[str, str, str]], *fields: str

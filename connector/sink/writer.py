@@ -80,9 +80,11 @@ class IndexWriter:
         """Write the batch's chunks, then its manifests, floors and dead letters, invisibly."""
         stats = batch.stats
         with Pipes(self.client, self.budget, first_alone=True) as out:
-            if batch.rows or batch.truncated:  # first, so a reader knows a version is pending
+            # First, so a reader knows a version is pending: the first pipeline is answered
+            # before any other is sent (first_alone), and Redis runs its commands in order, so
+            # the marker is set before any chunk, and costs a lone commit no round trip of its own.
+            if batch.rows or batch.truncated:
                 out.add(WRITE_KIND).set(self._staged_key, str(batch.last_lsn.value))
-                out.send()
             for row in batch.rows:
                 self._stage_chunks(out, row, stats)
             for table, lsn in batch.truncated.items():

@@ -5,7 +5,7 @@ hashing one; no servers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from connector.config import TableSettings
 from connector.core.fulltext import content_fields
@@ -47,8 +47,11 @@ class MemoryIndex:
     def manifests(self, rows: Sequence[tuple[str, str]]) -> list[Manifest]:
         return [self.rows.get(row, Manifest()) for row in rows]
 
-    def floors(self, tables: Iterable[str]) -> dict[str, list[Lsn]]:
-        return {t: list(self.table_floors.get(t, [])) for t in set(tables)}
+    def manifests_and_floors(
+        self, rows: Sequence[tuple[str, str]]
+    ) -> tuple[list[Manifest], dict[str, list[Lsn]]]:
+        floors = {t: list(self.table_floors.get(t, [])) for t, _key in rows}
+        return self.manifests(rows), floors
 
     def chunk_fields(
         self, chunks: Sequence[tuple[str, str, str]], *fields: str
