@@ -38,6 +38,17 @@ def migrated_dsn(pg_dsn: str) -> str:
 
 
 @pytest.fixture
+def admin(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the test Redis whose memory settings are put back after the test."""
+    client = redis.Redis.from_url(redis_url)
+    saved = {k: client.config_get(k)[k] for k in ("maxmemory", "maxmemory-policy")}
+    yield client
+    client.config_set("maxmemory", saved["maxmemory"])
+    client.config_set("maxmemory-policy", saved["maxmemory-policy"])
+    client.close()
+
+
+@pytest.fixture
 def redis_url(services: Services) -> Iterator[str]:
     """The Redis Stack server, emptied before and after each test."""
     client = redis.Redis.from_url(services.redis_url)

@@ -12,12 +12,11 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 import redis
 
 from connector.cli import main
@@ -62,17 +61,6 @@ def the_error(found: list[dict[str, str]], setting: str) -> dict[str, str]:
     named = [f for f in errors if setting in f["setting"]]
     assert named, f"no ERROR for {setting}: {errors}"
     return named[0]
-
-
-@pytest.fixture
-def admin(redis_url: str) -> Iterator[redis.Redis]:
-    """The test Redis, its memory settings put back afterwards."""
-    client = redis.Redis.from_url(redis_url)
-    saved = {k: client.config_get(k)[k] for k in ("maxmemory", "maxmemory-policy")}
-    yield client
-    client.config_set("maxmemory", saved["maxmemory"])
-    client.config_set("maxmemory-policy", saved["maxmemory-policy"])
-    client.close()
 
 
 def test_a_good_setup_passes_and_says_what_each_setting_means(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,17 +33,6 @@ from tests.support import (
 
 Start = Callable[..., DaemonThread]
 KEYS = Keyspace("documents")
-
-
-@pytest.fixture
-def admin(redis_url: str) -> Iterator[redis.Redis]:
-    """A client on the test Redis whose memory settings are put back after the test."""
-    client = redis.Redis.from_url(redis_url)
-    saved = {k: client.config_get(k)[k] for k in ("maxmemory", "maxmemory-policy")}
-    yield client
-    client.config_set("maxmemory", saved["maxmemory"])
-    client.config_set("maxmemory-policy", saved["maxmemory-policy"])
-    client.close()
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
