@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import TextGen, short_rows
-from bench.env import Scenario, Services, num_docs, scenario, wait_streaming
-from bench.ingest import load
+from bench.env import Scenario, Services, scenario
+from bench.ingest import indexed
 from bench.queries import Ingest
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
@@ -98,17 +98,8 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
     result = BenchResult("contention")
     chunks = sizes.contention_chunks
     seconds = 15.0 if sizes.quick else 30.0  # ingest commits 1,000 rows at a time
-    with scenario(services, DIMENSIONS) as scene:
-        with scene.connect() as conn:
-            load(conn, short_rows(chunks, seed=5), per_txn=10_000)
-        with scene.daemon() as daemon:
-            wait_streaming(daemon)
-            client = scene.redis()
-            indexed = num_docs(client)
-            client.close()
-            if indexed != chunks:
-                raise RuntimeError(f"the index holds {indexed} chunks, not {chunks}")
-            data = measure(scene, chunks, seconds)
+    with scenario(services, DIMENSIONS) as scene, indexed(scene, short_rows(chunks, seed=5)):
+        data = measure(scene, chunks, seconds)
     data["chunks"] = chunks
     data["budget_ms"] = getattr(scene.settings.redis, "pipeline_budget_ms", None)  # None: before
     result.data = data

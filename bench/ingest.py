@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -27,6 +27,7 @@ from bench.env import (
 )
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
+from connector.testing.daemon import DaemonProcess
 
 TARGET = 0.95  # of Redis's own pipelined HSET + HNSW rate on the same chunks
 
@@ -44,6 +45,21 @@ def load(conn: psycopg.Connection[Any], rows: Sequence[Row], per_txn: int = 1000
             copy.write(buffer)
         first = first or time.perf_counter()
     return first
+
+
+@contextlib.contextmanager
+def indexed(scene: Scenario, rows: Sequence[Row]) -> Iterator[DaemonProcess]:
+    """The scenario's daemon, streaming, after its first copy of `rows` (single-chunk rows,
+    loaded 10,000 per transaction) made one chunk each."""
+    with scene.connect() as conn:
+        load(conn, rows, per_txn=10_000)
+    with scene.daemon() as daemon:
+        wait_streaming(daemon)
+        with contextlib.closing(scene.redis()) as client:
+            chunks = num_docs(client)
+        if chunks != len(rows):
+            raise RuntimeError(f"the index holds {chunks} chunks, not {len(rows)}")
+        yield daemon
 
 
 def run_case(services: Services, dims: int, rows: list[Row]) -> dict[str, Any]:

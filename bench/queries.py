@@ -24,8 +24,8 @@ import psycopg
 import redis
 
 from bench.data import TextGen, short_rows
-from bench.env import Scenario, Services, current_lsn, num_docs, scenario, wait_streaming
-from bench.ingest import load
+from bench.env import Scenario, Services, current_lsn, scenario
+from bench.ingest import indexed
 from bench.report import BenchResult, fmt
 from bench.sizes import Sizes
 from bench.stats import summary
@@ -187,24 +187,15 @@ def _phase(scene: Scenario, pool: QueryPool, timings: Timings, sizes: Sizes, n: 
 
 def run_size(services: Services, sizes: Sizes, chunks: int) -> dict[str, Any]:
     rows = short_rows(chunks, seed=5)
-    with scenario(services, sizes.dimensions[0]) as scene:
-        with scene.connect() as conn:
-            load(conn, rows, per_txn=10_000)
-        with scene.daemon() as daemon:
-            wait_streaming(daemon)
-            client = scene.redis()
-            indexed = num_docs(client)
-            client.close()
-            if indexed != chunks:
-                raise RuntimeError(f"the index holds {indexed} chunks, not {chunks}")
-            timings = Timings()
-            _instrument(scene.searcher(), timings)
-            pool = QueryPool(chunks)
-            _latencies(scene, pool, timings, {}, 50)  # warm up
-            idle = _phase(scene, pool, timings, sizes, sizes.query_samples)
-            with Ingest(scene, chunks) as ingest:
-                busy = _phase(scene, pool, timings, sizes, sizes.query_samples // 2)
-            busy["ingest_rows_s"] = ingest.rate
+    with scenario(services, sizes.dimensions[0]) as scene, indexed(scene, rows):
+        timings = Timings()
+        _instrument(scene.searcher(), timings)
+        pool = QueryPool(chunks)
+        _latencies(scene, pool, timings, {}, 50)  # warm up
+        idle = _phase(scene, pool, timings, sizes, sizes.query_samples)
+        with Ingest(scene, chunks) as ingest:
+            busy = _phase(scene, pool, timings, sizes, sizes.query_samples // 2)
+        busy["ingest_rows_s"] = ingest.rate
     return {"chunks": chunks, "idle": idle, "ingest": busy}
 
 
