@@ -257,6 +257,9 @@ class PipelineSettings(_Section):
     # planned while this one is staged).
     batch_max_rows: int = Field(default=500, gt=0)
     batch_max_wait_ms: int = Field(default=5, ge=0)
+    # A batch is made visible in groups of whole transactions of about this many changes, each
+    # staged and flipped on its own: a commit waits for its group, not for the whole batch.
+    flip_rows: int = Field(default=64, gt=0)
     # The queue between the stream and the applier holds at most this many row changes and
     # this many bytes (as wal2json sent them; decoded, they take 3-4 times that); each item
     # counts at least one change and 256 bytes, and a run of empty transactions (other

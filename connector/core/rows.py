@@ -1,15 +1,15 @@
 """From the changes of a batch of transactions to the final state of each touched row (pure).
 
-A batch becomes visible at once (one flip of the visible LSN), so only each row's last state
-in the batch matters. Columns an UPDATE leaves out (unchanged TOASTed values) are filled from
-the row's earlier change in the batch or from the old row wal2json sends under REPLICA
-IDENTITY FULL; when neither has them they stay absent, and `RowState.missing_content` says
-which.
+A batch is cut into groups of whole transactions (`commit_groups`), each made visible at once
+(one flip of the visible LSN), so only each row's last state in the group matters. Columns an
+UPDATE leaves out (unchanged TOASTed values) are filled from the row's earlier change in the
+group or from the old row wal2json sends under REPLICA IDENTITY FULL; when neither has them
+they stay absent, and `RowState.missing_content` says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from connector.core.changes import Op, RowChange, Transaction
@@ -98,6 +98,29 @@ class LeafTruncate:
     table: TableInfo
     leaf: str
     lsn: Lsn
+
+
+def commit_groups(txns: Sequence[Transaction], rows: int) -> list[list[Transaction]]:
+    """`txns` (in commit order) cut into groups of whole transactions, each flipped on its own:
+    a group ends with the transaction that brings it to `rows` changes or more, so a commit
+    becomes visible after about `rows` changes, not after the whole batch. A piece of a large
+    transaction never ends a group (its transaction's end is flipped, not the piece), and
+    transactions without changes at the end join the group before them (a flip each costs
+    a round trip)."""
+    groups: list[list[Transaction]] = []
+    group: list[Transaction] = []
+    changes = 0
+    for txn in txns:
+        group.append(txn)
+        changes += len(txn.changes)
+        if changes >= rows and not txn.partial:
+            groups.append(group)
+            group, changes = [], 0
+    if group and groups and changes == 0 and not any(t.partial for t in group):
+        groups[-1].extend(group)
+    elif group:
+        groups.append(group)
+    return groups
 
 
 def split(effects: BatchEffects, rows: int) -> list[BatchEffects]:

@@ -1,6 +1,9 @@
-"""A batch through the daemon: planned in the applier thread, slice by slice, each slice staged
-by the stager (flow.stager) while the next one is planned; the last slice flips the visible LSN
-and hands it to the durability thread, which lets the reader confirm it.
+"""A batch through the daemon: cut into groups of whole transactions (core.rows.commit_groups,
+about `pipeline.flip_rows` changes each), each planned in the applier thread, slice by slice,
+each slice staged by the stager (flow.stager) while the next one is planned; a group's last slice
+flips the visible LSN to the group's last commit and hands it to the durability thread, which
+lets the reader confirm it. The stager runs one job at a time, in order, so the flips only move
+forward, and a commit waits for its group, not for the whole batch.
 
 While Redis is at maxmemory the staging waits (the reader keeps the stream alive; nothing is
 confirmed); a write that timed out makes the next batches smaller (`DaemonState.batch_rows`).
@@ -12,7 +15,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,13 +24,14 @@ import redis
 from connector.config import Settings
 from connector.core.changes import Transaction
 from connector.core.lsn import Lsn
-from connector.core.rows import BatchEffects, collect, split
+from connector.core.rows import collect, commit_groups, split
+from connector.core.tables import TableInfo
 from connector.flow.applier import Applier, Plan
 from connector.flow.durability import Durability
 from connector.flow.partitions import Partitions
 from connector.flow.queue import Idle, Item
 from connector.flow.rebuild import Rebuilds
-from connector.flow.stager import Stager
+from connector.flow.stager import Row, Stager
 from connector.flow.state import DaemonState, InHand
 from connector.metrics import Metrics
 
@@ -40,7 +44,7 @@ _GC_BUSY_S = 0.002
 
 @dataclass(frozen=True, slots=True)
 class _Applied:
-    """What the metrics need of a batch's transactions: counts, not the changes."""
+    """What the metrics need of a group's transactions: counts, not the changes."""
 
     ops: dict[str, int]  # changes per operation (insert, update, ...)
     commit_times: list[float]  # of the transactions with changes (epoch seconds)
@@ -63,12 +67,12 @@ class _Applied:
 class _Slice:
     """A planned slice of a batch, as the stager gets it."""
 
-    plan: Plan | None  # None: the batch changed no row (a flip only)
-    flip_to: Lsn | None  # on the batch's last slice: the LSN to make visible
-    commit_time: float | None  # of the batch's last transaction (epoch seconds)
-    applied: _Applied | None  # on the batch's last slice: what the metrics count
-    started: float  # when the batch was taken (monotonic)
-    oldest_commit: float | None  # of the batch's transactions (epoch seconds)
+    plan: Plan | None  # None: the group changed no row (a flip only)
+    flip_to: Lsn | None  # on the group's last slice: the LSN to make visible
+    commit_time: float | None  # of the group's last transaction (epoch seconds)
+    applied: _Applied | None  # on the group's last slice: what the metrics count
+    started: float  # when the group's planning began (monotonic)
+    oldest_commit: float | None  # of the group's transactions (epoch seconds)
 
 
 class Pipeline:
@@ -98,10 +102,12 @@ class Pipeline:
         self.partitions = partitions
         self.rebuilds = rebuilds
         self.stop = stop  # the attempt's (the daemon's is state.stop)
+        self.group_rows = settings.pipeline.flip_rows
 
     def apply(self, batch: list[Item]) -> bool:
-        """Plan one batch here, in slices, each staged by the stager while the next is
-        planned; the last one flips. True when the batch held row changes."""
+        """Plan one batch here, group by group and slice by slice, each staged by the stager
+        while the next is planned; a group's last slice flips. True when the batch held row
+        changes."""
         self.in_hand.planning_commit = _oldest_commit(batch)
         try:
             return bool(batch) and self._plan(batch)
@@ -109,20 +115,34 @@ class Pipeline:
             self.in_hand.planning_commit = None
 
     def _plan(self, batch: list[Item]) -> bool:
-        started = time.monotonic()
         state = self.state  # its checkpoint moves as the stager flips
         txns = [i for i in batch if isinstance(i, Transaction) and i.commit_lsn > state.checkpoint]
         idle = max((i.wal_end for i in batch if isinstance(i, Idle)), default=Lsn(0))
-        if txns:
-            effects = collect(txns, self.partitions.routes_for(txns))
-            # A piece of a large transaction is staged, not flipped: its end flips.
-            target = None if txns[-1].partial else max(effects.last_lsn, idle)
-            last_commit = txns[-1].commit_time
-            commit_time = last_commit.timestamp() if last_commit else None
-        elif idle > state.checkpoint:
-            effects, target, commit_time = BatchEffects(), idle, None
-        else:
+        if not txns:
+            if idle <= state.checkpoint:
+                return False
+            self._submit(_Slice(None, idle, None, None, time.monotonic(), None), ())
             return False
+        routes = self.partitions.routes_for(txns)
+        groups = commit_groups(txns, self.group_rows)
+        changed = False
+        for n, group in enumerate(groups):
+            # An idle mark before a later transaction is below its LSN: the last group's only.
+            changed |= self._plan_group(group, routes, idle if n == len(groups) - 1 else Lsn(0))
+        return changed
+
+    def _plan_group(
+        self, txns: list[Transaction], routes: Mapping[str, TableInfo], idle: Lsn
+    ) -> bool:
+        """Plan a group of whole transactions in slices, each staged while the next one is
+        planned; the last one flips to the group's last commit (not a piece of one)."""
+        started = time.monotonic()
+        oldest = _oldest_commit(txns)
+        self.in_hand.planning_commit = oldest
+        effects = collect(txns, routes)
+        target = None if txns[-1].partial else max(effects.last_lsn, idle)
+        last_commit = txns[-1].commit_time
+        commit_time = last_commit.timestamp() if last_commit else None
         changed = bool(
             effects.rows or effects.truncated or effects.truncated_leaves or effects.skipped
         )
@@ -131,19 +151,23 @@ class Pipeline:
         for n, piece in enumerate(slices):
             last = n == len(slices) - 1
             self.stager.settle(piece.rows)
+            plan = self.applier.plan(piece) if changed else None
             job = _Slice(
-                self.applier.plan(piece) if changed else None,
+                plan,
                 target if last else None,
                 commit_time,
                 applied if last else None,
                 started,
-                self.in_hand.planning_commit,
+                oldest,
             )
-            self.stager.submit(frozenset(piece.rows), functools.partial(self._stage, job))
+            self._submit(job, piece.rows)
         return changed
 
+    def _submit(self, job: _Slice, rows: Collection[Row]) -> None:
+        self.stager.submit(frozenset(rows), functools.partial(self._stage, job))
+
     def _stage(self, job: _Slice) -> None:
-        """The stager's job: stage a planned slice, flip when it ends the batch, confirm."""
+        """The stager's job: stage a planned slice, flip when it ends its group, confirm."""
         self.in_hand.staging_commit = job.oldest_commit
         applier, plan, target = self.applier, job.plan, job.flip_to
         try:
@@ -215,6 +239,6 @@ class Pipeline:
         self.metrics.set_checkpoint(applied.last_lsn.value)
 
 
-def _oldest_commit(batch: list[Item]) -> float | None:
+def _oldest_commit(batch: Sequence[Item]) -> float | None:
     times = [i.commit_time for i in batch if isinstance(i, Transaction) and i.commit_time]
     return min(times).timestamp() if times else None

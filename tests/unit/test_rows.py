@@ -6,7 +6,7 @@ from connector.config import TableSettings
 from connector.core.changes import Op, RowChange, Transaction
 from connector.core.lsn import Lsn
 from connector.core.pgtypes import PgValue
-from connector.core.rows import collect, split
+from connector.core.rows import collect, commit_groups, split
 from connector.core.tables import TableInfo
 
 TABLE = TableInfo(
@@ -151,6 +151,26 @@ def test_a_batch_splits_into_slices_that_keep_every_row_once_and_its_last_lsn() 
     assert slices[0].truncated == {TABLE.name: Lsn(10)} and len(slices[0].skipped) == 1
     assert not any(s.truncated or s.skipped for s in slices[1:])
     assert len(split(collect([txn(30, change(Op.TRUNCATE))], TABLES), 2)) == 1
+
+
+def test_a_batch_is_cut_into_groups_of_whole_transactions_each_flipped_on_its_own() -> None:
+    def of(lsn: int, rows: int, partial: bool = False) -> Transaction:
+        inserts = [change(Op.INSERT, row(id=str(n), title="t", body="b")) for n in range(rows)]
+        return Transaction(lsn, Lsn(lsn), None, inserts, partial=partial)
+
+    def lsns(groups: list[list[Transaction]]) -> list[list[int]]:
+        return [[t.commit_lsn.value for t in group] for group in groups]
+
+    # A group ends with the transaction that brings it to 3 changes or more.
+    batch = [of(1, 1), of(2, 1), of(3, 2), of(4, 5), of(5, 1)]
+    assert lsns(commit_groups(batch, 3)) == [[1, 2, 3], [4], [5]]
+    # Transactions without changes at the end join the group before them (no flip of their own).
+    assert lsns(commit_groups([of(1, 3), of(2, 0), of(3, 0)], 3)) == [[1, 2, 3]]
+    assert lsns(commit_groups([of(1, 0)], 3)) == [[1]]
+    # A piece of a large transaction never ends a group: only its transaction's end is flipped.
+    assert lsns(commit_groups([of(7, 5, partial=True)], 3)) == [[7]]
+    assert lsns(commit_groups([of(6, 1), of(7, 5, partial=True)], 3)) == [[6, 7]]
+    assert lsns(commit_groups([], 3)) == []
 
 
 def test_a_truncate_after_changes_of_its_transaction_that_may_be_staged_is_marked() -> None:
