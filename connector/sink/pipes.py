@@ -3,13 +3,20 @@ garbage collection, the copies of a first start, a resync, a rebuild or a back-f
 
 A writer adds commands by kind (core.budget); a pipeline is sent once the next command would
 take it past the Redis-time budget (`redis.pipeline_budget_ms`) by the costs learned so far, so
-a search waits behind one short pipeline, not behind dozens of HNSW insertions. Up to
-`_IN_FLIGHT` pipelines are in flight at once, each on a connection of its own, while the next
-is built: Redis answers one while the other is already queued, so it is not left idle between
-short pipelines. Each answer teaches the writer's `RedisBudget` what its commands cost: the
+a search waits behind one short pipeline, not behind dozens of HNSW insertions. Several
+pipelines are in flight at once, each on a connection of its own, while the next is built:
+Redis answers one while the next is already there, so it is not left idle between short
+pipelines. Each answer teaches the writer's `RedisBudget` what its commands cost: the
 Redis time of the pipeline, read from Redis's own clock (a TIME before and after its commands,
 so the round trip and the client's Python are not counted). A cluster client's TIME would go
 to any node: there, the time from send to answer counts (core.budget.ServiceClock).
+
+How many are in flight follows the link (core.budget.InFlight). Two cover a local Redis; across
+a network each answer also spends the round trip outside Redis, and with two in flight a
+pipeline of 2 ms behind a 2 ms round trip left Redis idle half of the time. So each answer
+also says how long it spent outside Redis (send to answer, less its Redis time by its TIMEs),
+and the writer keeps one pipeline in Redis plus one per budget of the least of those times on
+the way: pipelines on the way are not in Redis, so a search still waits behind about one.
 
 A writer with a `share` below 1 (a rebuild's copy next to searches) sends one pipeline at a
 time and leaves Redis alone after each for as long as it took, times (1 / share - 1).
@@ -25,12 +32,11 @@ from typing import cast
 
 import redis
 
-from connector.core.budget import CostModel, ServiceClock
+from connector.core.budget import MOST_IN_FLIGHT, CostModel, InFlight, ServiceClock
 
-# Pipelines of one writer in flight at once (each on a pooled connection of its own).
-_IN_FLIGHT = 2
-# Their senders, shared by the writers of a process (a daemon's stager, a rebuild's copier).
-_SENDERS = ThreadPoolExecutor(4, thread_name_prefix="connector-send")
+# The senders of pipelines in flight, shared by the writers of a process (a daemon's stager and
+# garbage collector, a rebuild's copier), each on a pooled connection of its own.
+_SENDERS = ThreadPoolExecutor(2 * MOST_IN_FLIGHT, thread_name_prefix="connector-send")
 
 
 class RedisBudget:
@@ -39,6 +45,7 @@ class RedisBudget:
 
     def __init__(self, budget_ms: float, share: float = 1.0) -> None:
         self.model = CostModel(budget_ms)
+        self.flight = InFlight(budget_ms)
         self.share = share  # the share of time the writer may keep Redis busy
         self._clock = ServiceClock()
         self._lock = threading.Lock()
@@ -56,6 +63,17 @@ class RedisBudget:
         """A pipeline of `counts` took `took_s` of Redis time: learn from it."""
         with self._lock:
             self.model.observe(counts, took_s * 1000)
+
+    def answered(self, answered_s: float, took_s: float) -> None:
+        """A pipeline was answered `answered_s` after it was sent and took `took_s` in Redis
+        (by Redis's clock): how far away Redis is."""
+        with self._lock:
+            self.flight.observe(answered_s * 1000, took_s * 1000)
+
+    def depth(self) -> int:
+        """The pipelines to keep in flight."""
+        with self._lock:
+            return self.flight.depth
 
     def served(self, sent: float, answered: float) -> float:
         """The Redis time of a pipeline sent at `sent`, answered at `answered`, next to the
@@ -98,7 +116,7 @@ class Pipes:
             if self.budget.share < 1.0:
                 time.sleep(took * (1.0 / self.budget.share - 1.0))
             return
-        while len(self._sent) >= _IN_FLIGHT:
+        while len(self._sent) >= self.budget.depth():
             self._sent.popleft().result()
         self._sent.append(_SENDERS.submit(self._execute, pipe, counts))
 
@@ -118,6 +136,7 @@ class Pipes:
             pipe.time()  # ... and as it ends them
             replies = pipe.execute()
             took = _seconds(replies[-1]) - _seconds(replies[0])
+            self.budget.answered(time.monotonic() - sent, took)
         self.budget.measured(counts, took)
         return took
 

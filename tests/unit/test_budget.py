@@ -8,9 +8,12 @@ from collections import Counter
 import pytest
 
 from connector.core.budget import (
+    LEAST_IN_FLIGHT,
+    MOST_IN_FLIGHT,
     VECTOR_PRIOR_MS,
     WRITE_KIND,
     CostModel,
+    InFlight,
     ServiceClock,
     delete_kind,
     vector_kind,
@@ -79,3 +82,34 @@ def test_the_clock_counts_redis_time_once_for_pipelines_in_flight_together() -> 
     assert clock.served(10.010, 10.011) == pytest.approx(0.001)
     # Answered before the clock (out of order): no time, never negative.
     assert clock.served(10.005, 10.006) == 0.0
+
+
+def test_a_local_link_keeps_two_pipelines_in_flight() -> None:
+    flight = InFlight(budget_ms=2.0)
+    assert flight.depth == LEAST_IN_FLIGHT  # nothing measured yet
+    for n in range(100):
+        flight.observe(answered_ms=2.0 + 0.3 + (n % 5), redis_ms=2.0)  # 0.3 ms outside at least
+    assert flight.depth == 2
+
+
+def test_a_distant_redis_gets_one_more_pipeline_per_budget_of_round_trip() -> None:
+    flight = InFlight(budget_ms=2.0)
+    for _ in range(40):
+        flight.observe(answered_ms=2.0 + 10.0, redis_ms=2.0)  # 10 ms round trip
+    assert flight.depth == 1 + 5
+    for _ in range(40):
+        flight.observe(answered_ms=2.0 + 2.5, redis_ms=2.0)  # the link got closer
+    assert flight.depth == 1 + 2
+    for _ in range(40):
+        flight.observe(answered_ms=2000.0, redis_ms=2.0)
+    assert flight.depth == MOST_IN_FLIGHT
+
+
+def test_answers_a_busy_client_reads_late_do_not_deepen_the_window() -> None:
+    """Pipelines queued in the client (or in Redis) come back late; the link's round trip is
+    the least outside time, which they do not move."""
+    flight = InFlight(budget_ms=2.0)
+    for n in range(64):
+        late = 30.0 if n % 4 else 0.0  # three answers in four read 30 ms late
+        flight.observe(answered_ms=2.0 + 0.5 + late, redis_ms=2.0)
+    assert flight.depth == 2
