@@ -7,7 +7,9 @@ notification of the checkpoint's HSET (the flip of the visible LSN) the moment e
 or below the new visible LSN became visible, so commit -> visible is measured per row, exactly,
 with no polling interval in the figure. A lone commit on an idle system is also measured
 through the public path: `search(..., min_lsn=pg_current_wal_lsn())` right after the commit
-(read-your-writes)."""
+(read-your-writes). A backlog: single-row commits queued behind paused Redis writes (`CLIENT
+PAUSE ... WRITE`), then let go: when each is visible after the pause, and the last (a batch is
+made visible group by group, `pipeline.flip_rows`)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ P99_TARGETS_MS = {200: 50.0, 1000: 20.0}
 LONE_TARGET_MS = 20.0
 LONE_P50_TARGET_MS = 2.0
 READ_YOUR_WRITES_TARGET_MS = 2.0  # what search(min_lsn=...) adds over the commit -> visible time
+BACKLOG_ROWS = 500  # single-row commits queued behind a write pause
+BACKLOG_PAUSE_S = 0.5  # after the last commit, before the writes are let go
 _INSERT = "INSERT INTO documents (id, title, body, source, tags) VALUES (%s, %s, %s, %s, %s)"
 
 
@@ -142,6 +146,31 @@ def _lone(
     }
 
 
+def _backlog(
+    conn: psycopg.Connection[Any], observer: Observer, url: str, first_id: int
+) -> dict[str, Any]:
+    """Single-row commits queued behind paused Redis writes: ms from the pause's end until
+    each is visible."""
+    rows = short_rows(BACKLOG_ROWS, seed=first_id, first_id=first_id)
+    pauser = redis.Redis.from_url(url)
+    pauser.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+    try:
+        for row in rows:
+            conn.execute(_INSERT, [row.id, row.title, row.body, row.source, list(row.tags)])
+        time.sleep(BACKLOG_PAUSE_S)
+    finally:
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        pauser.close()
+    resumed = time.perf_counter()
+    observer.wait([row.id for row in rows], 60)
+    latencies = [(observer.seen[row.id] - resumed) * 1000 for row in rows]
+    return {
+        "rows": len(rows),
+        "latencies_ms": [round(v, 3) for v in latencies],
+        **summary(latencies),
+    }
+
+
 def run(services: Services, sizes: Sizes) -> BenchResult:
     result = BenchResult("freshness")
     with scenario(services, sizes.dimensions[0]) as scene, scene.daemon() as daemon:
@@ -157,10 +186,18 @@ def run(services: Services, sizes: Sizes) -> BenchResult:
                     first = 2_000_000 + n * 1_000_000
                     steady.append(_steady(conn, observer, rate, sizes.freshness_seconds, first))
                     print(f"  {rate} rows/s: p99 {fmt(steady[-1]['p99'], 'ms')}", flush=True)
+                time.sleep(1.0)
+                backlog = _backlog(conn, observer, scene.redis_url, 9_000_000)
         finally:
             observer.close()
-    result.data = {"steady": steady, "lone": lone}
+    result.data = {"steady": steady, "lone": lone, "backlog": backlog}
     _figures(result, steady, lone)
+    result.add(
+        f"a backlog of {backlog['rows']} commits behind a write pause -> visible, p50",
+        backlog["p50"],
+        "ms",
+        ceilings=f"after the pause; the last {fmt(backlog['max'])} ms",
+    )
     return result
 
 

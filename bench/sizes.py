@@ -51,7 +51,7 @@ class Sizes:
             ingest_long_rows=300,
             dimensions=(384, 1536),
             snapshot_rows=5_000,
-            freshness_rates=(50, 200),
+            freshness_rates=(50, 200, 1000),  # issue #23's target is at 1,000
             freshness_seconds=5.0,
             lone_commits=20,
             query_chunks=(10_000,),
