@@ -127,13 +127,13 @@ class Metrics:
             self._changes.labels(op=op)
         self._batch_rows = Histogram(
             "connector_batch_rows",
-            "Row changes per applied batch.",
+            "Row changes per applied batch (a group of whole transactions, one flip).",
             buckets=ROW_BUCKETS,
             registry=reg,
         )
         self._batch_seconds = Histogram(
             "connector_batch_seconds",
-            "Time to chunk, embed and write one batch.",
+            "Time to chunk, embed, write and flip one batch (a group of whole transactions).",
             buckets=SECONDS_BUCKETS,
             registry=reg,
         )
