@@ -9,6 +9,12 @@ connections work.
 
 The port is picked below the kernel's ephemeral range, so no outgoing connection of this machine
 can be holding it when `restore()` binds it again.
+
+Both sockets of a forwarded connection set TCP_NODELAY, as a proxy in front of Redis usually
+does (Envoy and twemproxy do). Without it, Nagle's algorithm holds the second part of an answer
+until the client acknowledges the first, which the client delays up to 40 ms: measured here,
+about one pipeline in eight waited 40-48 ms, and a daemon's catch-up behind the proxy took five
+times as long as with it (35 s against 6 s): a stall of this forwarder, not of the connector.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ class _Pipe:
             except OSError:
                 return
             self.upstream.settimeout(None)
+            for sock in (self.client, self.upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.closing.is_set():
                 return
             self._pump(self.client, self.upstream)

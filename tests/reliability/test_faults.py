@@ -558,11 +558,7 @@ def test_redis_connection_cut(
         connector = spawn_connector(proxied)
         connector.wait_for_checkpoint(direct, profile.catch_up_s)
         scenario.fault_kind = "Redis cut"
-        # Every pipeline crosses the test's Python proxy, and the Redis-time budget
-        # (`redis.pipeline_budget_ms`) sends many short ones: on 2 busy cores the proxy, not the
-        # connector, paces the catch-up (the same backlog caught up directly takes a third).
-        slow_link = replace(profile, catch_up_s=2 * profile.catch_up_s)
-        with _under_faults(pg_dsn, direct, writer, connector, scenario, slow_link):
+        with _under_faults(pg_dsn, direct, writer, connector, scenario, profile):
             _cut_repeatedly(proxy, connector, writer, scenario, profile, direct, pg_dsn)
 
 
