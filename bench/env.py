@@ -70,7 +70,7 @@ def machine_info(services: Services) -> dict[str, Any]:
     client = redis.Redis.from_url(services.redis_url)
     try:
         info = client.info("server")
-        modules = {_text(m.get(b"name")): m.get(b"ver") for m in client.module_list()}
+        modules = {text(m.get(b"name")): m.get(b"ver") for m in client.module_list()}
     finally:
         client.close()
     search_ver = modules.get("search")
@@ -87,7 +87,8 @@ def machine_info(services: Services) -> dict[str, Any]:
     }
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
+    """A Redis reply's bytes (or anything) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

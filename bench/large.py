@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from bench.env import Scenario, Services, current_lsn, scenario, wait_streaming
+from bench.env import Scenario, Services, current_lsn, scenario, text, wait_streaming
 from bench.report import BenchResult, fmt, table
 from bench.sizes import Sizes
 from bench.stats import Sampler, summary
@@ -108,11 +108,7 @@ class RedisStalls:
         events = self.client.execute_command("LATENCY", "LATEST")
         self.client.config_set("latency-monitor-threshold", 0)
         self.client.close()
-        return {_text(event[0]): float(event[3]) for event in events}
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return {text(event[0]): float(event[3]) for event in events}
 
 
 def run(services: Services, sizes: Sizes) -> BenchResult:
